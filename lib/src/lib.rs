@@ -1,1 +1,16 @@
-pub fn placeholder() {}
+//! `orders`: everything checkout, migrator and backup share.
+//!
+//! - [`config`]: layered settings (files, secret files, environment, flags);
+//! - [`db`]: a pool of PostgreSQL connections over rustls with libpq's `sslmode`;
+//! - [`schema`]: the migrations of `sql/`, embedded, and the runner that applies them;
+//! - [`money`]: exact arithmetic on Online Boutique's `Money`;
+//! - [`telemetry`]: JSON logs and OpenTelemetry tracing;
+//! - `testkit` (feature `testkit`): throwaway TLS PostgreSQL clusters for tests.
+
+pub mod config;
+pub mod db;
+pub mod money;
+pub mod schema;
+pub mod telemetry;
+#[cfg(feature = "testkit")]
+pub mod testkit;

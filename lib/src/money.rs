@@ -1,0 +1,1 @@
+//! Exact arithmetic on Online Boutique's `Money`.
