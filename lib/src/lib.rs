@@ -1,7 +1,7 @@
 //! `orders`: everything checkout, migrator and backup share.
 //!
 //! - [`config`]: layered settings (files, secret files, environment, flags);
-//! - [`db`]: a pool of PostgreSQL connections over rustls with libpq's `sslmode`;
+//! - [`db`]: a pool of PostgreSQL connections, [`tls`]: rustls with libpq's `sslmode`;
 //! - [`schema`]: the migrations of `sql/`, embedded, and the runner that applies them;
 //! - [`money`]: exact arithmetic on Online Boutique's `Money`;
 //! - [`telemetry`]: JSON logs and OpenTelemetry tracing;
@@ -12,5 +12,6 @@ pub mod db;
 pub mod money;
 pub mod schema;
 pub mod telemetry;
+pub mod tls;
 #[cfg(feature = "testkit")]
 pub mod testkit;

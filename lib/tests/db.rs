@@ -1,0 +1,198 @@
+//! Connections against a real, TLS-only PostgreSQL: every `sslmode`, SCRAM
+//! with channel binding, the pool, and waiting for a late server.
+
+use std::time::Duration;
+
+use orders::config::{DatabaseSettings, SslMode};
+use orders::db::{self, Database, DbError};
+use orders::testkit::{PgCluster, SUPERUSER};
+use secrecy::SecretString;
+
+fn settings(sslmode: SslMode) -> DatabaseSettings {
+    let mut settings = PgCluster::shared().superuser_settings("postgres");
+    settings.sslmode = sslmode;
+    settings
+}
+
+async fn connect(settings: &DatabaseSettings) -> Result<tokio_postgres::Client, DbError> {
+    Database::new(settings, "db-test")?.connect().await
+}
+
+async fn assert_connects(settings: &DatabaseSettings) {
+    let client = connect(settings).await.unwrap();
+    let row = client
+        .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0), "the session is not encrypted");
+}
+
+#[tokio::test]
+async fn verify_full_connects_with_the_right_ca_and_host_name() {
+    assert_connects(&settings(SslMode::VerifyFull)).await;
+}
+
+#[tokio::test]
+async fn verify_full_fails_with_another_ca() {
+    let mut settings = settings(SslMode::VerifyFull);
+    settings.sslrootcert = Some(PgCluster::shared().other_ca_cert());
+    let error = connect(&settings).await.unwrap_err().to_string();
+    assert!(error.contains("UnknownIssuer"), "{error}");
+}
+
+#[tokio::test]
+async fn verify_full_fails_when_the_host_name_is_not_in_the_certificate() {
+    let mut settings = settings(SslMode::VerifyFull);
+    settings.host = "127.0.0.1".into();
+    let error = connect(&settings).await.unwrap_err().to_string();
+    assert!(error.contains("not valid for name \"127.0.0.1\""), "{error}");
+}
+
+#[tokio::test]
+async fn verify_ca_checks_the_chain_but_not_the_host_name() {
+    let mut settings = settings(SslMode::VerifyCa);
+    settings.host = "127.0.0.1".into();
+    assert_connects(&settings).await;
+
+    settings.sslrootcert = Some(PgCluster::shared().other_ca_cert());
+    let error = connect(&settings).await.unwrap_err().to_string();
+    assert!(error.contains("UnknownIssuer"), "{error}");
+}
+
+#[tokio::test]
+async fn verify_modes_need_a_root_certificate() {
+    let mut settings = settings(SslMode::VerifyFull);
+    settings.sslrootcert = None;
+    let error = Database::new(&settings, "db-test").unwrap_err().to_string();
+    assert!(error.contains("database.sslrootcert"), "{error}");
+}
+
+#[tokio::test]
+async fn require_connects_without_a_ca_and_checks_the_chain_when_given_one() {
+    let mut settings = settings(SslMode::Require);
+    settings.sslrootcert = None;
+    settings.host = "127.0.0.1".into();
+    assert_connects(&settings).await;
+
+    // Like libpq: `require` with a root certificate verifies the chain.
+    settings.sslrootcert = Some(PgCluster::shared().other_ca_cert());
+    let error = connect(&settings).await.unwrap_err().to_string();
+    assert!(error.contains("UnknownIssuer"), "{error}");
+}
+
+#[tokio::test]
+async fn prefer_uses_tls_when_the_server_offers_it() {
+    let mut settings = settings(SslMode::Prefer);
+    settings.sslrootcert = None;
+    assert_connects(&settings).await;
+}
+
+#[tokio::test]
+async fn disable_against_a_tls_only_server_says_the_server_requires_tls() {
+    let error = connect(&settings(SslMode::Disable)).await.unwrap_err();
+    assert!(matches!(error, DbError::TlsRequired(_)), "{error:?}");
+    assert!(error.to_string().contains("requires TLS"), "{error}");
+}
+
+#[tokio::test]
+async fn scram_with_channel_binding_required_works_over_our_tls() {
+    let settings = settings(SslMode::VerifyFull);
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
+        orders::tls::client_config(&settings).unwrap(),
+    );
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&settings.host)
+        .port(settings.port)
+        .user(SUPERUSER)
+        .dbname("postgres")
+        .password(secrecy::ExposeSecret::expose_secret(
+            settings.password.as_ref().unwrap(),
+        ))
+        .ssl_mode(tokio_postgres::config::SslMode::Require)
+        .channel_binding(tokio_postgres::config::ChannelBinding::Require);
+    let (client, connection) = config.connect(tls).await.unwrap();
+    tokio::spawn(connection);
+    client.simple_query("SELECT 1").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_rejected_without_echoing_it() {
+    let mut settings = settings(SslMode::VerifyFull);
+    let wrong = "not-the-password-7f3a";
+    settings.password = Some(SecretString::from(wrong));
+    let error = connect(&settings).await.unwrap_err();
+    assert!(!error.is_transient(), "{error:?}");
+    let text = format!("{error} {error:?}");
+    assert!(text.contains("password authentication failed"), "{text}");
+    assert!(!text.contains(wrong), "{text}");
+}
+
+#[tokio::test]
+async fn statement_timeout_is_applied_to_every_session() {
+    let mut settings = settings(SslMode::VerifyFull);
+    settings.statement_timeout = Duration::from_millis(1500);
+    let client = connect(&settings).await.unwrap();
+    let row = client.query_one("SHOW statement_timeout", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "1500ms");
+    let error = client.simple_query("SELECT pg_sleep(3)").await.unwrap_err();
+    let error = db::error_chain(&error);
+    assert!(error.contains("statement timeout"), "{error}");
+}
+
+#[tokio::test]
+async fn the_pool_replaces_a_broken_connection() {
+    let mut settings = settings(SslMode::VerifyFull);
+    settings.pool_max_size = 1;
+    let database = Database::new(&settings, "db-test").unwrap();
+    let pool = database.pool();
+    let first_pid: i32 = {
+        let conn = db::checkout(&pool).await.unwrap();
+        conn.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0)
+    };
+    // Kill the pooled connection's backend from outside.
+    let admin = database.connect().await.unwrap();
+    admin
+        .execute("SELECT pg_terminate_backend($1)", &[&first_pid])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let conn = db::checkout(&pool).await.unwrap();
+    let second_pid: i32 = conn.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    assert_ne!(first_pid, second_pid);
+}
+
+#[tokio::test]
+async fn a_server_that_comes_up_late_is_waited_for() {
+    let cluster = PgCluster::init().unwrap();
+    let mut settings = cluster.superuser_settings("postgres");
+    settings.wait_timeout = Duration::from_secs(30);
+    let database = Database::new(&settings, "db-test").unwrap();
+    let starter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        cluster.start_server().unwrap();
+        cluster
+    });
+    let started = std::time::Instant::now();
+    let client = database.connect_with_retry().await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    client.simple_query("SELECT 1").await.unwrap();
+    drop(client);
+    drop(starter.join().unwrap());
+}
+
+#[tokio::test]
+async fn a_server_that_never_comes_up_fails_after_the_bound() {
+    let cluster = PgCluster::init().unwrap();
+    let mut settings = cluster.superuser_settings("postgres");
+    settings.wait_timeout = Duration::from_secs(1);
+    let database = Database::new(&settings, "db-test").unwrap();
+    let started = std::time::Instant::now();
+    let error = database.connect_with_retry().await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(matches!(error, DbError::GaveUp { .. }), "{error:?}");
+    let line = error.to_string();
+    assert!(line.starts_with("gave up after"), "{line}");
+    assert!(!line.contains('\n'), "{line}");
+}
