@@ -282,3 +282,451 @@ fn check_same_currency(expected: &str, found: &str) -> Result<(), MoneyError> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    fn usd(units: i64, nanos: i32) -> Money {
+        Money::new("USD", units, nanos).unwrap()
+    }
+
+    fn dec(text: &str) -> Decimal {
+        Decimal::from_str(text).unwrap()
+    }
+
+    /// A struct literal, as a peer could send it: nothing is checked.
+    fn raw(code: &str, units: i64, nanos: i32) -> Money {
+        Money {
+            currency_code: code.to_owned(),
+            units,
+            nanos,
+        }
+    }
+
+    // --- validation -------------------------------------------------------
+
+    #[test]
+    fn new_accepts_valid_amounts() {
+        for (units, nanos) in [
+            (19, 990_000_000),
+            (0, 0),
+            (0, 500_000_000),
+            (0, -500_000_000),
+            (-3, -1),
+            (5, 0),
+            (-5, 0),
+            (i64::MAX, 999_999_999),
+            (i64::MIN, -999_999_999),
+        ] {
+            let money = Money::new("USD", units, nanos).unwrap();
+            assert_eq!(money, raw("USD", units, nanos));
+        }
+    }
+
+    #[test]
+    fn zero_is_zero_in_its_currency() {
+        assert_eq!(Money::zero("EUR").unwrap(), raw("EUR", 0, 0));
+        assert_eq!(
+            Money::zero("eur"),
+            Err(MoneyError::InvalidCurrencyCode("eur".into()))
+        );
+    }
+
+    #[test]
+    fn currency_code_must_be_three_upper_case_ascii_letters() {
+        for code in [
+            "", "US", "USDD", "usd", "Usd", "U$D", "US1", " USD", "ÜSD", "ÄB",
+        ] {
+            let expected = MoneyError::InvalidCurrencyCode(code.into());
+            assert_eq!(Money::new(code, 1, 0), Err(expected));
+            assert_eq!(
+                raw(code, 1, 0).validate(),
+                Err(MoneyError::InvalidCurrencyCode(code.into()))
+            );
+        }
+        let message = MoneyError::InvalidCurrencyCode("usd".into()).to_string();
+        assert!(message.contains("\"usd\""), "{message}");
+        assert!(
+            message.contains("three upper-case letters such as USD"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn nanos_must_be_below_one_unit() {
+        for nanos in [1_000_000_000, -1_000_000_000, i32::MAX, i32::MIN] {
+            assert_eq!(
+                Money::new("USD", 0, nanos),
+                Err(MoneyError::NanosOutOfRange(nanos))
+            );
+        }
+        assert!(Money::new("USD", 0, 999_999_999).is_ok());
+        assert!(Money::new("USD", 0, -999_999_999).is_ok());
+        let message = MoneyError::NanosOutOfRange(1_000_000_000).to_string();
+        assert!(
+            message.contains("nanos 1000000000 out of range"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn units_and_nanos_must_not_have_opposite_signs() {
+        for (units, nanos) in [(1, -1), (-1, 1), (i64::MAX, -999_999_999), (i64::MIN, 1)] {
+            assert_eq!(
+                Money::new("USD", units, nanos),
+                Err(MoneyError::SignMismatch { units, nanos })
+            );
+        }
+        let message = MoneyError::SignMismatch {
+            units: 1,
+            nanos: -5,
+        }
+        .to_string();
+        assert!(message.contains("sign of units 1"), "{message}");
+        assert!(message.contains("nanos -5"), "{message}");
+    }
+
+    #[test]
+    fn validate_checks_values_built_from_fields() {
+        assert_eq!(raw("USD", 1, 5).validate(), Ok(()));
+        assert_eq!(
+            raw("USD", 1, 1_000_000_000).validate(),
+            Err(MoneyError::NanosOutOfRange(1_000_000_000))
+        );
+        assert_eq!(
+            raw("USD", -1, 5).validate(),
+            Err(MoneyError::SignMismatch {
+                units: -1,
+                nanos: 5
+            })
+        );
+    }
+
+    #[test]
+    fn predicates() {
+        assert!(usd(0, 0).is_zero());
+        assert!(!usd(0, 0).is_negative());
+        assert!(!usd(0, 1).is_zero());
+        assert!(!usd(1, 0).is_zero());
+        assert!(usd(0, -1).is_negative());
+        assert!(usd(-1, 0).is_negative());
+        assert!(!usd(1, 1).is_negative());
+    }
+
+    // --- addition ---------------------------------------------------------
+
+    #[test]
+    fn add_carries_nanos_into_units() {
+        assert_eq!(
+            usd(0, 600_000_000).checked_add(&usd(0, 600_000_000)),
+            Ok(usd(1, 200_000_000))
+        );
+        assert_eq!(usd(1, 999_999_999).checked_add(&usd(0, 1)), Ok(usd(2, 0)));
+        assert_eq!(
+            usd(-1, -999_999_999).checked_add(&usd(0, -1)),
+            Ok(usd(-2, 0))
+        );
+    }
+
+    #[test]
+    fn add_of_mixed_signs_keeps_the_sign_rule() {
+        assert_eq!(
+            usd(1, 200_000_000).checked_add(&usd(0, -500_000_000)),
+            Ok(usd(0, 700_000_000))
+        );
+        assert_eq!(
+            usd(-1, -200_000_000).checked_add(&usd(0, 500_000_000)),
+            Ok(usd(0, -700_000_000))
+        );
+        assert_eq!(
+            usd(0, 300_000_000).checked_add(&usd(-1, 0)),
+            Ok(usd(0, -700_000_000))
+        );
+        assert_eq!(
+            usd(2, 100_000_000).checked_add(&usd(-1, -300_000_000)),
+            Ok(usd(0, 800_000_000))
+        );
+        assert_eq!(usd(5, 5).checked_add(&usd(-5, -5)), Ok(usd(0, 0)));
+    }
+
+    #[test]
+    fn add_rejects_different_currencies() {
+        let err = usd(1, 0)
+            .checked_add(&Money::new("EUR", 1, 0).unwrap())
+            .unwrap_err();
+        assert_eq!(
+            err,
+            MoneyError::CurrencyMismatch {
+                expected: "USD".into(),
+                found: "EUR".into()
+            }
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains("USD") && message.contains("EUR"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn add_reports_overflow_at_both_ends() {
+        let max = usd(i64::MAX, 999_999_999);
+        let min = usd(i64::MIN, -999_999_999);
+        assert_eq!(max.checked_add(&usd(0, 1)), Err(MoneyError::Overflow));
+        assert_eq!(min.checked_add(&usd(0, -1)), Err(MoneyError::Overflow));
+        assert_eq!(max.checked_add(&max), Err(MoneyError::Overflow));
+        assert_eq!(max.checked_add(&usd(0, -1)), Ok(usd(i64::MAX, 999_999_998)));
+        assert_eq!(max.checked_add(&min), Ok(usd(-1, 0)));
+        assert!(MoneyError::Overflow.to_string().contains("overflow"));
+    }
+
+    #[test]
+    fn add_rejects_invalid_operands() {
+        let bad = raw("USD", 1, -1);
+        let err = Err(MoneyError::SignMismatch {
+            units: 1,
+            nanos: -1,
+        });
+        assert_eq!(usd(1, 0).checked_add(&bad), err);
+        assert_eq!(bad.checked_add(&usd(1, 0)), err);
+        assert_eq!(
+            usd(1, 0).checked_add(&raw("usd", 1, 0)),
+            Err(MoneyError::InvalidCurrencyCode("usd".into()))
+        );
+    }
+
+    // --- multiplication ---------------------------------------------------
+
+    #[test]
+    fn mul_multiplies_units_and_nanos() {
+        assert_eq!(
+            usd(19, 990_000_000).checked_mul(3),
+            Ok(usd(59, 970_000_000))
+        );
+        assert_eq!(usd(0, 500_000_000).checked_mul(3), Ok(usd(1, 500_000_000)));
+        assert_eq!(usd(0, -750_000_000).checked_mul(4), Ok(usd(-3, 0)));
+        assert_eq!(usd(-2, -1).checked_mul(2), Ok(usd(-4, -2)));
+        assert_eq!(usd(7, 7).checked_mul(1), Ok(usd(7, 7)));
+    }
+
+    #[test]
+    fn mul_by_zero_is_zero_not_one() {
+        assert_eq!(usd(19, 990_000_000).checked_mul(0), Ok(usd(0, 0)));
+        assert_eq!(usd(i64::MIN, -999_999_999).checked_mul(0), Ok(usd(0, 0)));
+        let yen = Money::new("JPY", 1200, 0).unwrap();
+        assert_eq!(yen.checked_mul(0), Money::zero("JPY"));
+    }
+
+    #[test]
+    fn mul_by_huge_quantity_is_one_multiplication() {
+        // By repeated addition this would take billions of steps.
+        assert_eq!(usd(0, 1).checked_mul(u32::MAX), Ok(usd(4, 294_967_295)));
+        assert_eq!(usd(1, 0).checked_mul(u32::MAX), Ok(usd(4_294_967_295, 0)));
+        assert_eq!(
+            usd(-1, -500_000_000).checked_mul(u32::MAX),
+            Ok(usd(-6_442_450_942, -500_000_000))
+        );
+    }
+
+    #[test]
+    fn mul_reports_overflow() {
+        assert_eq!(usd(i64::MAX, 0).checked_mul(2), Err(MoneyError::Overflow));
+        assert_eq!(usd(i64::MIN, 0).checked_mul(2), Err(MoneyError::Overflow));
+        assert_eq!(
+            usd(i64::MAX, 999_999_999).checked_mul(u32::MAX),
+            Err(MoneyError::Overflow)
+        );
+        // The nanos alone push the result over the edge.
+        let half = i64::MAX / 2; // 2 * half == i64::MAX - 1
+        assert_eq!(
+            usd(half, 999_999_999).checked_mul(2),
+            Ok(usd(i64::MAX, 999_999_998))
+        );
+        assert_eq!(usd(half + 1, 0).checked_mul(2), Err(MoneyError::Overflow));
+        assert_eq!(
+            usd(i64::MIN / 2, -499_999_999).checked_mul(2),
+            Ok(usd(i64::MIN, -999_999_998))
+        );
+        assert_eq!(
+            usd(i64::MIN / 2, -500_000_000).checked_mul(2),
+            Err(MoneyError::Overflow)
+        );
+    }
+
+    #[test]
+    fn mul_rejects_invalid_money() {
+        assert_eq!(
+            raw("USD", 0, i32::MAX).checked_mul(0),
+            Err(MoneyError::NanosOutOfRange(i32::MAX))
+        );
+    }
+
+    // --- sum --------------------------------------------------------------
+
+    #[test]
+    fn sum_of_nothing_is_zero() {
+        assert_eq!(Money::sum("EUR", []), Money::zero("EUR"));
+        assert_eq!(
+            Money::sum("euro", []),
+            Err(MoneyError::InvalidCurrencyCode("euro".into()))
+        );
+    }
+
+    #[test]
+    fn sum_adds_with_carry() {
+        let items = [
+            usd(1, 500_000_000),
+            usd(2, 600_000_000),
+            usd(0, -50_000_000),
+        ];
+        assert_eq!(Money::sum("USD", &items), Ok(usd(4, 50_000_000)));
+        assert_eq!(Money::sum("USD", items.iter()), Ok(usd(4, 50_000_000)));
+    }
+
+    #[test]
+    fn sum_rejects_other_currencies_and_invalid_items() {
+        let items = [usd(1, 0), Money::new("EUR", 1, 0).unwrap()];
+        assert_eq!(
+            Money::sum("USD", &items),
+            Err(MoneyError::CurrencyMismatch {
+                expected: "USD".into(),
+                found: "EUR".into()
+            })
+        );
+        assert_eq!(
+            Money::sum("USD", &[usd(1, 0), raw("USD", 0, -1_000_000_000)]),
+            Err(MoneyError::NanosOutOfRange(-1_000_000_000))
+        );
+    }
+
+    #[test]
+    fn sum_judges_overflow_on_the_result_only() {
+        let max = usd(i64::MAX, 999_999_999);
+        assert_eq!(
+            Money::sum("USD", &[max.clone(), usd(0, 1), usd(0, -1)]),
+            Ok(max.clone())
+        );
+        assert_eq!(
+            Money::sum("USD", &[max.clone(), usd(0, 1)]),
+            Err(MoneyError::Overflow)
+        );
+    }
+
+    // --- decimal ----------------------------------------------------------
+
+    #[test]
+    fn to_decimal_is_exact_with_nine_digits() {
+        for (money, text) in [
+            (usd(19, 990_000_000), "19.990000000"),
+            (usd(0, -500_000_000), "-0.500000000"),
+            (usd(-3, -1), "-3.000000001"),
+            (usd(0, 0), "0.000000000"),
+            (usd(i64::MAX, 999_999_999), "9223372036854775807.999999999"),
+            (
+                usd(i64::MIN, -999_999_999),
+                "-9223372036854775808.999999999",
+            ),
+        ] {
+            let decimal = money.to_decimal();
+            assert_eq!(decimal.to_string(), text);
+            assert_eq!(decimal.scale(), 9);
+        }
+    }
+
+    #[test]
+    fn from_decimal_accepts_up_to_nine_fractional_digits() {
+        for (text, units, nanos) in [
+            ("19.99", 19, 990_000_000),
+            ("-0.5", 0, -500_000_000),
+            ("1200", 1200, 0),
+            ("0.000000001", 0, 1),
+            ("-0", 0, 0),
+            // Trailing zeros are not precision.
+            ("1.500000000000000", 1, 500_000_000),
+            ("9223372036854775807.999999999", i64::MAX, 999_999_999),
+            ("-9223372036854775808.999999999", i64::MIN, -999_999_999),
+        ] {
+            assert_eq!(
+                Money::from_decimal("USD", dec(text)),
+                Ok(usd(units, nanos)),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn from_decimal_rejects_sub_nano_digits() {
+        for text in [
+            "0.0000000001",
+            "-1.0000000005",
+            "0.0000000000000000000000000001",
+        ] {
+            assert_eq!(
+                Money::from_decimal("USD", dec(text)),
+                Err(MoneyError::TooManyFractionalDigits(dec(text))),
+                "{text}"
+            );
+        }
+        let message = MoneyError::TooManyFractionalDigits(dec("0.0000000001")).to_string();
+        assert!(message.contains("0.0000000001"), "{message}");
+        assert!(
+            message.contains("more than 9 fractional digits"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn from_decimal_rejects_units_beyond_i64() {
+        for text in [
+            "9223372036854775808",
+            "-9223372036854775809",
+            "79228162514264337593543950335",
+            "-79228162514264337593543950335",
+        ] {
+            assert_eq!(
+                Money::from_decimal("USD", dec(text)),
+                Err(MoneyError::Overflow),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn from_decimal_checks_the_currency_code() {
+        assert_eq!(
+            Money::from_decimal("US", dec("1")),
+            Err(MoneyError::InvalidCurrencyCode("US".into()))
+        );
+    }
+
+    // --- display ----------------------------------------------------------
+
+    #[test]
+    fn display_is_the_shortest_exact_decimal_then_the_code() {
+        for (money, text) in [
+            (usd(19, 990_000_000), "19.99 USD"),
+            (Money::new("EUR", 0, -500_000_000).unwrap(), "-0.5 EUR"),
+            (Money::new("JPY", 1200, 0).unwrap(), "1200 JPY"),
+            (usd(0, 0), "0 USD"),
+            (usd(0, 1), "0.000000001 USD"),
+            (usd(-10, 0), "-10 USD"),
+            (
+                usd(i64::MIN, -999_999_999),
+                "-9223372036854775808.999999999 USD",
+            ),
+        ] {
+            assert_eq!(money.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn display_of_invalid_money_shows_the_fields() {
+        assert_eq!(
+            raw("us\nd", 1, -5).to_string(),
+            "invalid money (units 1, nanos -5, currency code \"us\\nd\")"
+        );
+    }
+}
