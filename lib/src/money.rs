@@ -729,4 +729,287 @@ mod tests {
             "invalid money (units 1, nanos -5, currency code \"us\\nd\")"
         );
     }
+
+    // --- properties against independent references ------------------------
+
+    mod properties {
+        use proptest::prelude::*;
+        use rust_decimal::prelude::ToPrimitive;
+
+        use super::*;
+
+        const NANOS: i32 = 999_999_999;
+
+        /// Units biased toward the edges of `i64`, where carries overflow.
+        fn units() -> impl Strategy<Value = i64> {
+            prop_oneof![
+                3 => -2_000i64..2_000,
+                3 => any::<i64>(),
+                1 => Just(0i64),
+                1 => (i64::MAX - 3)..=i64::MAX,
+                1 => i64::MIN..=(i64::MIN + 3),
+            ]
+        }
+
+        /// Magnitudes of nanos biased toward 0 and 999_999_999, where carries happen.
+        fn nanos_magnitude() -> impl Strategy<Value = i32> {
+            prop_oneof![
+                3 => 0..=NANOS,
+                1 => 0..4,
+                1 => (NANOS - 3)..=NANOS,
+                1 => prop_oneof![Just(500_000_000), Just(499_999_999), Just(500_000_001)],
+            ]
+        }
+
+        /// Any valid `Money` in `code`, built field by field (not from a total).
+        fn valid_money(code: &'static str) -> impl Strategy<Value = Money> {
+            (units(), nanos_magnitude(), any::<bool>()).prop_map(
+                move |(units, magnitude, negative)| {
+                    let negative = units < 0 || (units == 0 && negative);
+                    let nanos = if negative { -magnitude } else { magnitude };
+                    raw(code, units, nanos)
+                },
+            )
+        }
+
+        /// Anything a peer could send, valid or not.
+        fn any_money() -> impl Strategy<Value = Money> {
+            let code = prop_oneof![Just("USD".to_owned()), "[A-Za-z0-9]{0,4}", any::<String>(),];
+            let nanos = prop_oneof![any::<i32>(), -1_000_000_002..=1_000_000_002];
+            (code, units(), nanos).prop_map(|(code, units, nanos)| raw(&code, units, nanos))
+        }
+
+        /// Any `Decimal`: every 96-bit mantissa, every scale.
+        fn any_decimal() -> impl Strategy<Value = Decimal> {
+            const MAX_MANTISSA: i128 = (1 << 96) - 1;
+            let mantissa = prop_oneof![
+                -MAX_MANTISSA..=MAX_MANTISSA,
+                -10_000_000_000_000i128..10_000_000_000_000,
+            ];
+            (mantissa, 0..=Decimal::MAX_SCALE)
+                .prop_map(|(mantissa, scale)| Decimal::from_i128_with_scale(mantissa, scale))
+        }
+
+        /// The amount as a decimal, computed without `to_decimal`.
+        fn reference(money: &Money) -> Decimal {
+            Decimal::from(money.units) + Decimal::new(i64::from(money.nanos), 9)
+        }
+
+        /// What an operation must return for an exact decimal `result`.
+        fn expected_from_reference(code: &str, result: Decimal) -> Result<Money, MoneyError> {
+            let max = Decimal::from(i64::MAX) + Decimal::new(999_999_999, 9);
+            let min = Decimal::from(i64::MIN) - Decimal::new(999_999_999, 9);
+            if result > max || result < min {
+                return Err(MoneyError::Overflow);
+            }
+            let nanos = result.fract() * Decimal::from(1_000_000_000);
+            assert!(
+                nanos.fract().is_zero(),
+                "reference {result} is not in whole nanos"
+            );
+            Ok(raw(
+                code,
+                result.trunc().to_i64().unwrap(),
+                nanos.to_i32().unwrap(),
+            ))
+        }
+
+        /// The invariants, spelled out rather than through `validate`.
+        fn assert_valid(money: &Money) {
+            assert_eq!(money.currency_code.len(), 3);
+            assert!(money.currency_code.bytes().all(|b| b.is_ascii_uppercase()));
+            assert!((-NANOS..=NANOS).contains(&money.nanos), "{money:?}");
+            assert!(
+                money.units == 0 || money.nanos == 0 || (money.units > 0) == (money.nanos > 0),
+                "{money:?}"
+            );
+        }
+
+        /// Sum on (sum of units, sum of nanos) with floored carries, then
+        /// moved to the sign rule: a different route from the code under test.
+        fn reference_sum(code: &str, items: &[Money]) -> Result<Money, MoneyError> {
+            const BILLION: i128 = 1_000_000_000;
+            let units: i128 = items.iter().map(|m| i128::from(m.units)).sum();
+            let nanos: i128 = items.iter().map(|m| i128::from(m.nanos)).sum();
+            let floor_units = units + nanos.div_euclid(BILLION);
+            let fraction = nanos.rem_euclid(BILLION); // 0 <= fraction < BILLION
+            let (units, nanos) = if floor_units < 0 && fraction > 0 {
+                (floor_units + 1, fraction - BILLION)
+            } else {
+                (floor_units, fraction)
+            };
+            let units = i64::try_from(units).map_err(|_| MoneyError::Overflow)?;
+            Ok(raw(code, units, i32::try_from(nanos).unwrap()))
+        }
+
+        proptest! {
+            #[test]
+            fn generated_money_is_valid(money in valid_money("USD")) {
+                assert_valid(&money);
+                prop_assert_eq!(money.validate(), Ok(()));
+            }
+
+            #[test]
+            fn add_matches_decimal_addition(a in valid_money("USD"), b in valid_money("USD")) {
+                let expected = expected_from_reference("USD", reference(&a) + reference(&b));
+                let actual = a.checked_add(&b);
+                if let Ok(sum) = &actual {
+                    assert_valid(sum);
+                }
+                prop_assert_eq!(actual, expected);
+                prop_assert_eq!(a.checked_add(&b), b.checked_add(&a));
+            }
+
+            #[test]
+            fn add_of_different_currencies_fails(a in valid_money("USD"), b in valid_money("EUR")) {
+                prop_assert_eq!(
+                    a.checked_add(&b),
+                    Err(MoneyError::CurrencyMismatch { expected: "USD".into(), found: "EUR".into() })
+                );
+            }
+
+            #[test]
+            fn mul_matches_decimal_multiplication(
+                money in valid_money("USD"),
+                quantity in prop_oneof![Just(0u32), Just(1u32), 0..1_000u32, any::<u32>()],
+            ) {
+                // Beyond Decimal's range the product is far beyond Money's too.
+                let expected = match reference(&money).checked_mul(Decimal::from(quantity)) {
+                    Some(product) => expected_from_reference("USD", product),
+                    None => Err(MoneyError::Overflow),
+                };
+                let actual = money.checked_mul(quantity);
+                if let Ok(product) = &actual {
+                    assert_valid(product);
+                }
+                prop_assert_eq!(actual, expected);
+            }
+
+            /// Units within a few of `i64::MAX / quantity` (or MIN), so the
+            /// product lands on either side of the limit.
+            #[test]
+            fn mul_overflows_exactly_at_the_limit(
+                quantity in 1..=u32::MAX,
+                offset in -2i64..=2,
+                magnitude in nanos_magnitude(),
+                negative in any::<bool>(),
+            ) {
+                let limit = if negative { i64::MIN } else { i64::MAX } / i64::from(quantity);
+                let units = limit.saturating_add(offset);
+                let nanos = if units < 0 || (units == 0 && negative) { -magnitude } else { magnitude };
+                let money = raw("USD", units, nanos);
+                let expected = match reference(&money).checked_mul(Decimal::from(quantity)) {
+                    Some(product) => expected_from_reference("USD", product),
+                    None => Err(MoneyError::Overflow),
+                };
+                prop_assert_eq!(money.checked_mul(quantity), expected);
+            }
+
+            #[test]
+            fn sum_matches_reference(items in prop::collection::vec(valid_money("USD"), 0..12)) {
+                let actual = Money::sum("USD", &items);
+                if let Ok(total) = &actual {
+                    assert_valid(total);
+                }
+                prop_assert_eq!(actual, reference_sum("USD", &items));
+            }
+
+            #[test]
+            fn sum_rejects_any_foreign_item(
+                mut items in prop::collection::vec(valid_money("USD"), 0..6),
+                foreign in valid_money("EUR"),
+                index in any::<prop::sample::Index>(),
+            ) {
+                let at = index.index(items.len() + 1);
+                items.insert(at, foreign);
+                prop_assert_eq!(
+                    Money::sum("USD", &items),
+                    Err(MoneyError::CurrencyMismatch { expected: "USD".into(), found: "EUR".into() })
+                );
+            }
+
+            #[test]
+            fn decimal_round_trip_is_exact(money in valid_money("USD")) {
+                let decimal = money.to_decimal();
+                prop_assert_eq!(decimal, reference(&money));
+                prop_assert_eq!(decimal.scale(), 9);
+                prop_assert_eq!(Money::from_decimal("USD", decimal), Ok(money));
+            }
+
+            #[test]
+            fn from_decimal_ignores_trailing_zeros(
+                units in -1_000_000i64..1_000_000,
+                magnitude in nanos_magnitude(),
+                extra_zeros in 0u32..=10,
+            ) {
+                let nanos = if units < 0 { -magnitude } else { magnitude };
+                let money = raw("USD", units, nanos);
+                let mut decimal = money.to_decimal();
+                decimal.rescale(9 + extra_zeros);
+                prop_assert_eq!(decimal.scale(), 9 + extra_zeros);
+                prop_assert_eq!(Money::from_decimal("USD", decimal), Ok(money));
+            }
+
+            #[test]
+            fn from_decimal_accepts_exactly_the_representable(decimal in any_decimal()) {
+                let whole_nanos = decimal.round_dp(9) == decimal;
+                let fits = decimal.trunc().to_i64().is_some();
+                match Money::from_decimal("USD", decimal) {
+                    Ok(money) => {
+                        assert_valid(&money);
+                        prop_assert!(whole_nanos && fits);
+                        prop_assert_eq!(money.to_decimal(), decimal);
+                    }
+                    Err(MoneyError::TooManyFractionalDigits(shown)) => {
+                        prop_assert!(!whole_nanos);
+                        prop_assert_eq!(shown, decimal);
+                    }
+                    Err(MoneyError::Overflow) => prop_assert!(whole_nanos && !fits),
+                    Err(other) => prop_assert!(false, "unexpected {other:?}"),
+                }
+            }
+
+            #[test]
+            fn display_is_exact_and_shortest(money in valid_money("USD")) {
+                let text = money.to_string();
+                let (amount, code) = text.split_once(' ').unwrap();
+                prop_assert_eq!(code, "USD");
+                prop_assert_eq!(Decimal::from_str(amount).unwrap(), reference(&money));
+                if amount.contains('.') {
+                    prop_assert!(!amount.ends_with('0'), "{}", text);
+                }
+            }
+
+            /// Invalid money from a peer is an error, never a panic or a
+            /// silently wrong result.
+            #[test]
+            fn nothing_panics_on_any_input(
+                a in any_money(),
+                b in any_money(),
+                quantity in any::<u32>(),
+                decimal in any_decimal(),
+            ) {
+                let valid = a.validate().is_ok();
+                let _ = (a.is_zero(), a.is_negative(), a.to_string());
+                prop_assert_eq!(a.to_decimal(), reference(&a));
+                let results = [
+                    a.checked_add(&b),
+                    a.checked_mul(quantity),
+                    Money::sum("USD", [&a, &b]),
+                    Money::from_decimal(a.currency_code.clone(), decimal),
+                    Money::from_decimal(a.currency_code.clone(), a.to_decimal()),
+                ];
+                for money in results.iter().flatten() {
+                    assert_valid(money);
+                }
+                if !valid {
+                    prop_assert!(a.checked_add(&b).is_err());
+                    prop_assert!(b.checked_add(&a).is_err());
+                    prop_assert!(a.checked_mul(quantity).is_err());
+                    prop_assert!(Money::sum("USD", [&a]).is_err());
+                    prop_assert!(a.to_string().starts_with("invalid money"));
+                }
+            }
+        }
+    }
 }
