@@ -244,14 +244,19 @@ impl PgCluster {
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         let owner_password = random_secret();
-        self.superuser_execute(
-            "postgres",
-            &format!(
-                "CREATE ROLE {name}_owner LOGIN CREATEROLE PASSWORD '{owner_password}';\n\
-                 CREATE DATABASE {name} OWNER {name}_owner;"
-            ),
-        )
-        .await?;
+        // Two round trips: CREATE DATABASE refuses to run in the implicit
+        // transaction of a multi-statement query.
+        let client = Database::new(&self.superuser_settings("postgres"), "testkit")?
+            .connect()
+            .await?;
+        client
+            .batch_execute(&format!(
+                "CREATE ROLE {name}_owner LOGIN CREATEROLE PASSWORD '{owner_password}'"
+            ))
+            .await?;
+        client
+            .batch_execute(&format!("CREATE DATABASE {name} OWNER {name}_owner"))
+            .await?;
         Ok(TestDb {
             cluster: self,
             name,
