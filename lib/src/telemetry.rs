@@ -34,7 +34,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tracing::dispatcher::WeakDispatch;
 use tracing::field::{Field, Visit};
-use tracing::{Dispatch, Event, Level, Metadata, Subscriber};
+use tracing::{Dispatch, Event, Level, Subscriber};
 use tracing_subscriber::filter::{Directive, EnvFilter, filter_fn};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, SubscriberExt as _};
@@ -188,7 +188,9 @@ where
     let tracer = provider.tracer(TRACER_NAME);
     let otel_layer = tracing_opentelemetry::layer()
         .with_tracer(tracer)
-        .with_filter(filter_fn(|metadata| !is_exporter_transport(metadata)));
+        .with_filter(filter_fn(|metadata| {
+            !is_exporter_transport(metadata.target())
+        }));
     let log_layer = match settings.log_format {
         LogFormat::Json => json_layer(make_writer).boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer()
@@ -286,7 +288,7 @@ pub fn collector_endpoint(addr: &str) -> String {
 
 /// Spans of the exporter's own transport: tracing them would make every
 /// export produce more spans to export.
-fn is_exporter_transport(metadata: &Metadata<'_>) -> bool {
+fn is_exporter_transport(target: &str) -> bool {
     const CRATES: [&str; 8] = [
         "h2",
         "hyper",
@@ -297,7 +299,6 @@ fn is_exporter_transport(metadata: &Metadata<'_>) -> bool {
         "opentelemetry_sdk",
         "opentelemetry_otlp",
     ];
-    let target = metadata.target();
     let krate = target.split("::").next().unwrap_or(target);
     CRATES.contains(&krate)
 }
@@ -532,5 +533,460 @@ impl Visit for FieldCollector {
             source = cause.source();
         }
         self.put(field, Value::String(text));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    use opentelemetry::propagation::TextMapPropagator as _;
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing::{debug, error, info, info_span, trace, warn};
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    use super::*;
+
+    /// An in-memory log sink.
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl Buf {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+
+        fn lines(&self) -> Vec<String> {
+            self.text().lines().map(str::to_owned).collect()
+        }
+
+        fn json_lines(&self) -> Vec<serde_json::Map<String, Value>> {
+            self.lines()
+                .iter()
+                .map(|line| match serde_json::from_str(line).unwrap() {
+                    Value::Object(map) => map,
+                    other => panic!("not an object: {other}"),
+                })
+                .collect()
+        }
+    }
+
+    impl io::Write for Buf {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Buf {
+        type Writer = Buf;
+
+        fn make_writer(&'a self) -> Buf {
+            self.clone()
+        }
+    }
+
+    /// Runs `f` under a bare JSON layer (every level enabled).
+    fn json_logs(f: impl FnOnce()) -> Buf {
+        let buf = Buf::default();
+        let subscriber = Registry::default().with(json_layer(buf.clone()));
+        tracing::subscriber::with_default(subscriber, f);
+        buf
+    }
+
+    fn settings(format: LogFormat) -> TelemetrySettings {
+        TelemetrySettings {
+            log_level: "trace".into(),
+            log_format: format,
+            ..TelemetrySettings::default()
+        }
+    }
+
+    /// Splits a line into its RFC 3339 UTC timestamp and the rest.
+    fn split_timestamp(line: &str) -> (&str, &str) {
+        let rest = line
+            .strip_prefix(r#"{"timestamp":""#)
+            .unwrap_or_else(|| panic!("line does not start with the timestamp: {line}"));
+        let end = rest.find('"').unwrap();
+        (&rest[..end], &rest[end..])
+    }
+
+    fn assert_rfc3339_utc(timestamp: &str) {
+        let bytes = timestamp.as_bytes();
+        let digits = |range: std::ops::Range<usize>| bytes[range].iter().all(u8::is_ascii_digit);
+        assert!(
+            bytes.len() >= 20
+                && digits(0..4)
+                && bytes[4] == b'-'
+                && digits(5..7)
+                && bytes[7] == b'-'
+                && digits(8..10)
+                && bytes[10] == b'T'
+                && digits(11..13)
+                && bytes[13] == b':'
+                && digits(14..16)
+                && bytes[16] == b':'
+                && digits(17..19)
+                && timestamp.ends_with('Z'),
+            "not RFC 3339 UTC: {timestamp}"
+        );
+        if bytes.len() > 20 {
+            assert_eq!(bytes[19], b'.', "{timestamp}");
+            assert!(digits(20..bytes.len() - 1), "{timestamp}");
+        }
+    }
+
+    #[test]
+    fn json_line_has_online_boutique_shape() {
+        let buf = json_logs(|| {
+            info!(order_id = "o-1", items = 3, paid = true, "order placed");
+        });
+        let text = buf.text();
+        assert!(text.ends_with('\n'));
+        let lines = buf.lines();
+        assert_eq!(lines.len(), 1);
+        let (timestamp, rest) = split_timestamp(&lines[0]);
+        assert_rfc3339_utc(timestamp);
+        assert_eq!(
+            rest,
+            r#"","severity":"info","message":"order placed","order_id":"o-1","items":3,"paid":true}"#
+        );
+    }
+
+    #[test]
+    fn severities_are_logrus_names() {
+        let buf = json_logs(|| {
+            trace!("t");
+            debug!("d");
+            info!("i");
+            warn!("w");
+            error!("e");
+        });
+        let severities: Vec<_> = buf
+            .json_lines()
+            .iter()
+            .map(|line| line["severity"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(severities, ["debug", "debug", "info", "warning", "error"]);
+    }
+
+    #[test]
+    fn quotes_newlines_and_control_characters_are_escaped() {
+        let buf = json_logs(|| {
+            info!(note = "tab\there", "say \"hi\"\nthen \\ leave\u{1}");
+        });
+        let lines = buf.lines();
+        assert_eq!(lines.len(), 1, "a message with a newline stays on one line");
+        let (_, rest) = split_timestamp(&lines[0]);
+        assert_eq!(
+            rest,
+            r#"","severity":"info","message":"say \"hi\"\nthen \\ leave\u0001","note":"tab\there"}"#
+        );
+        assert_eq!(
+            buf.json_lines()[0]["message"],
+            "say \"hi\"\nthen \\ leave\u{1}"
+        );
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("charging the card")]
+    struct Outer(#[source] io::Error);
+
+    #[test]
+    fn field_values_keep_their_json_types() {
+        let buf = json_logs(|| {
+            let err = Outer(io::Error::other("connection reset"));
+            warn!(
+                small = -7i64,
+                big = u128::MAX,
+                ratio = 0.5,
+                nan = f64::NAN,
+                debugged = ?Some(1),
+                displayed = %"shown",
+                error = &err as &(dyn std::error::Error + 'static),
+                "values"
+            );
+        });
+        let line = &buf.json_lines()[0];
+        assert_eq!(line["small"], -7);
+        assert_eq!(line["big"], u128::MAX.to_string());
+        assert_eq!(line["ratio"], 0.5);
+        assert_eq!(line["nan"], "NaN");
+        assert_eq!(line["debugged"], "Some(1)");
+        assert_eq!(line["displayed"], "shown");
+        assert_eq!(line["error"], "charging the card: connection reset");
+    }
+
+    #[test]
+    fn fields_named_like_our_keys_do_not_duplicate_them() {
+        let buf = json_logs(|| {
+            info!(severity = "high", timestamp = 5, trace_id = "mine", "clash");
+        });
+        let lines = buf.lines();
+        let (_, rest) = split_timestamp(&lines[0]);
+        assert_eq!(
+            rest,
+            r#"","severity":"info","message":"clash","fields.severity":"high","fields.timestamp":5,"fields.trace_id":"mine"}"#
+        );
+    }
+
+    #[test]
+    fn event_without_message_has_an_empty_one() {
+        let buf = json_logs(|| info!(k = 1));
+        let lines = buf.lines();
+        let (_, rest) = split_timestamp(&lines[0]);
+        assert_eq!(rest, r#"","severity":"info","message":"","k":1}"#);
+    }
+
+    #[test]
+    fn lines_join_the_span_context() {
+        let buf = Buf::default();
+        let (dispatch, telemetry) =
+            build_subscriber(&settings(LogFormat::Json), "checkout", buf.clone()).unwrap();
+        let (outer_ids, inner_ids) = tracing::dispatcher::with_default(&dispatch, || {
+            info!("outside");
+            let outer = info_span!("outer");
+            let _outer = outer.enter();
+            info!("in outer");
+            let inner = info_span!("inner");
+            let _inner = inner.enter();
+            info!("in inner");
+            (ids_of(&outer), ids_of(&inner))
+        });
+        telemetry.shutdown().unwrap();
+
+        let lines = buf.json_lines();
+        assert_eq!(lines.len(), 3);
+        assert!(!lines[0].contains_key("trace_id") && !lines[0].contains_key("span_id"));
+        assert_eq!(ids_in(&lines[1]), outer_ids);
+        assert_eq!(ids_in(&lines[2]), inner_ids);
+        assert_eq!(outer_ids.0, inner_ids.0, "one trace");
+        assert_ne!(outer_ids.1, inner_ids.1);
+        assert_eq!(outer_ids.0.len(), 32);
+        assert_eq!(outer_ids.1.len(), 16);
+        // The ids are the last keys.
+        let raw = buf.lines();
+        assert!(
+            raw[2].ends_with(&format!(
+                r#""trace_id":"{}","span_id":"{}"}}"#,
+                inner_ids.0, inner_ids.1
+            )),
+            "{}",
+            raw[2]
+        );
+    }
+
+    /// Hex trace and span id of a `tracing` span's OpenTelemetry context.
+    fn ids_of(span: &tracing::Span) -> (String, String) {
+        let cx = span.context();
+        let otel_span = cx.span();
+        let span_context = otel_span.span_context();
+        (
+            span_context.trace_id().to_string(),
+            span_context.span_id().to_string(),
+        )
+    }
+
+    fn ids_in(line: &serde_json::Map<String, Value>) -> (String, String) {
+        (
+            line["trace_id"].as_str().unwrap().to_owned(),
+            line["span_id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    #[test]
+    fn incoming_traceparent_is_continued_with_export_disabled() {
+        let buf = Buf::default();
+        let (dispatch, _telemetry) =
+            build_subscriber(&settings(LogFormat::Json), "checkout", buf.clone()).unwrap();
+        let carrier = HashMap::from([(
+            "traceparent".to_owned(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
+        )]);
+        let parent = TraceContextPropagator::new().extract(&carrier);
+        let injected = tracing::dispatcher::with_default(&dispatch, || {
+            let span = info_span!("PlaceOrder");
+            span.set_parent(parent).unwrap();
+            let _entered = span.enter();
+            info!("placing");
+            let mut outgoing = HashMap::new();
+            TraceContextPropagator::new().inject_context(&span.context(), &mut outgoing);
+            outgoing
+        });
+        let line = &buf.json_lines()[0];
+        assert_eq!(line["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_ne!(line["span_id"], "00f067aa0ba902b7");
+        let span_id = line["span_id"].as_str().unwrap();
+        assert_eq!(
+            injected["traceparent"],
+            format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{span_id}-01")
+        );
+    }
+
+    #[test]
+    fn install_propagator_reads_traceparent() {
+        install_propagator();
+        let fields: Vec<String> = opentelemetry::global::get_text_map_propagator(|p| {
+            p.fields().map(str::to_owned).collect()
+        });
+        assert!(fields.iter().any(|f| f == "traceparent"), "{fields:?}");
+        assert!(fields.iter().any(|f| f == "baggage"), "{fields:?}");
+    }
+
+    #[test]
+    fn log_level_filters() {
+        let buf = Buf::default();
+        let settings = TelemetrySettings {
+            log_level: "warn,orders::telemetry=debug".into(),
+            ..settings(LogFormat::Json)
+        };
+        let (dispatch, _telemetry) = build_subscriber(&settings, "checkout", buf.clone()).unwrap();
+        tracing::dispatcher::with_default(&dispatch, || {
+            trace!("dropped: trace here");
+            debug!("kept: debug here");
+            info!(target: "elsewhere", "dropped: info elsewhere");
+            warn!(target: "elsewhere", "kept: warn elsewhere");
+        });
+        let messages: Vec<_> = buf
+            .json_lines()
+            .iter()
+            .map(|line| line["message"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(messages, ["kept: debug here", "kept: warn elsewhere"]);
+    }
+
+    #[test]
+    fn invalid_log_level_names_key_and_directive() {
+        let settings = TelemetrySettings {
+            log_level: "info, orders=loud ,tokio=warn".into(),
+            ..settings(LogFormat::Json)
+        };
+        let err = build_subscriber(&settings, "checkout", Buf::default()).unwrap_err();
+        assert!(
+            matches!(&err, TelemetryError::InvalidLogLevel { directive, .. } if directive == "orders=loud"),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        assert!(message.contains("telemetry.log_level"), "{message}");
+        assert!(message.contains("`orders=loud`"), "{message}");
+    }
+
+    #[test]
+    fn blank_log_level_is_rejected() {
+        for blank in ["", " ", " , "] {
+            let settings = TelemetrySettings {
+                log_level: blank.into(),
+                ..settings(LogFormat::Json)
+            };
+            let err = build_subscriber(&settings, "checkout", Buf::default()).unwrap_err();
+            assert!(matches!(err, TelemetryError::EmptyLogLevel), "{err:?}");
+            assert!(err.to_string().contains("telemetry.log_level"));
+        }
+    }
+
+    #[test]
+    fn text_format_is_human() {
+        let buf = Buf::default();
+        let (dispatch, _telemetry) =
+            build_subscriber(&settings(LogFormat::Text), "checkout", buf.clone()).unwrap();
+        tracing::dispatcher::with_default(&dispatch, || info!(order_id = "o-1", "order placed"));
+        let text = buf.text();
+        assert!(!text.starts_with('{'), "{text}");
+        assert!(text.contains(" INFO "), "{text}");
+        assert!(text.contains("order placed order_id=\"o-1\""), "{text}");
+        assert!(!text.contains('\u{1b}'), "no colours: {text}");
+    }
+
+    #[test]
+    fn collector_address_gets_a_scheme() {
+        assert_eq!(
+            collector_endpoint("opentelemetrycollector:4317"),
+            "http://opentelemetrycollector:4317"
+        );
+        assert_eq!(
+            collector_endpoint(" 10.0.0.1:4317 "),
+            "http://10.0.0.1:4317"
+        );
+        assert_eq!(collector_endpoint("http://otel:4317"), "http://otel:4317");
+        assert_eq!(collector_endpoint("https://otel:4317"), "https://otel:4317");
+    }
+
+    #[test]
+    fn exporter_transport_spans_are_not_traced() {
+        assert!(is_exporter_transport("h2::proto::connection"));
+        assert!(is_exporter_transport("hyper_util::client::legacy"));
+        assert!(is_exporter_transport("opentelemetry_sdk"));
+        assert!(!is_exporter_transport("orders::db"));
+        assert!(!is_exporter_transport("tower_http::trace::on_request"));
+        assert!(!is_exporter_transport("h2o"));
+    }
+
+    fn tracing_to(addr: &str) -> TelemetrySettings {
+        TelemetrySettings {
+            tracing_enabled: true,
+            collector_addr: addr.into(),
+            ..settings(LogFormat::Json)
+        }
+    }
+
+    #[test]
+    fn export_needs_a_runtime() {
+        let err = build_subscriber(&tracing_to("127.0.0.1:4317"), "checkout", Buf::default())
+            .unwrap_err();
+        assert!(matches!(err, TelemetryError::NoRuntime), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn bad_collector_address_is_a_config_error() {
+        for addr in ["http://bad host:4317", "https://tls-needs-a-feature:4317"] {
+            let err = build_subscriber(&tracing_to(addr), "checkout", Buf::default()).unwrap_err();
+            assert!(
+                matches!(&err, TelemetryError::InvalidCollectorAddr { addr: a, .. } if a == addr),
+                "{err:?}"
+            );
+            assert!(err.to_string().contains("telemetry.collector_addr"));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn collector_down_neither_fails_nor_hangs() {
+        // Port 1 on loopback: connection refused.
+        let buf = Buf::default();
+        let (dispatch, telemetry) =
+            build_subscriber(&tracing_to("127.0.0.1:1"), "checkout", buf.clone()).unwrap();
+        tracing::dispatcher::with_default(&dispatch, || {
+            let span = info_span!("PlaceOrder");
+            let _entered = span.enter();
+            info!("still logging");
+        });
+        let started = Instant::now();
+        // The batch processor reports the failed export through the SDK's
+        // internal logs, not through shutdown's result: only bound the wait.
+        let _ = telemetry.shutdown();
+        let waited = started.elapsed();
+        assert!(
+            waited < SHUTDOWN_TIMEOUT + Duration::from_secs(2),
+            "{waited:?}"
+        );
+        assert_eq!(buf.json_lines()[0]["message"], "still logging");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropping_the_guard_with_collector_down_returns() {
+        let (dispatch, telemetry) =
+            build_subscriber(&tracing_to("127.0.0.1:1"), "checkout", Buf::default()).unwrap();
+        tracing::dispatcher::with_default(&dispatch, || {
+            let _span = info_span!("PlaceOrder").entered();
+        });
+        let started = Instant::now();
+        drop(telemetry);
+        assert!(started.elapsed() < SHUTDOWN_TIMEOUT + Duration::from_secs(2));
     }
 }
