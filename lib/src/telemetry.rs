@@ -244,14 +244,9 @@ fn tracer_provider(
     settings: &TelemetrySettings,
     default_service_name: &str,
 ) -> Result<SdkTracerProvider, TelemetryError> {
-    let service_name = settings
-        .service_name
-        .as_deref()
-        .map(str::trim)
-        .filter(|name| !name.is_empty())
-        .unwrap_or(default_service_name)
-        .to_owned();
-    let resource = Resource::builder().with_service_name(service_name).build();
+    let resource = Resource::builder()
+        .with_service_name(service_name(settings, default_service_name))
+        .build();
     let builder = SdkTracerProvider::builder().with_resource(resource);
     if !settings.tracing_enabled {
         return Ok(builder.build());
@@ -273,6 +268,17 @@ fn tracer_provider(
     // lazy, so a collector that is down costs failed exports (logged by the
     // SDK), never a failed start or a blocked request.
     Ok(builder.with_batch_exporter(exporter).build())
+}
+
+/// `telemetry.service_name` unless it is blank, else the binary's default.
+fn service_name(settings: &TelemetrySettings, default_service_name: &str) -> String {
+    settings
+        .service_name
+        .as_deref()
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .unwrap_or(default_service_name)
+        .to_owned()
 }
 
 /// Online Boutique passes `COLLECTOR_SERVICE_ADDR` as a bare `host:port`,
@@ -902,6 +908,22 @@ mod tests {
         assert!(text.contains(" INFO "), "{text}");
         assert!(text.contains("order placed order_id=\"o-1\""), "{text}");
         assert!(!text.contains('\u{1b}'), "no colours: {text}");
+    }
+
+    #[test]
+    fn service_name_defaults_to_the_binary() {
+        let mut settings = TelemetrySettings::default();
+        assert_eq!(
+            service_name(&settings, "checkoutservice"),
+            "checkoutservice"
+        );
+        settings.service_name = Some("  ".into());
+        assert_eq!(
+            service_name(&settings, "checkoutservice"),
+            "checkoutservice"
+        );
+        settings.service_name = Some("checkout-rs".into());
+        assert_eq!(service_name(&settings, "checkoutservice"), "checkout-rs");
     }
 
     #[test]
