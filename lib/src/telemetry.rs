@@ -56,7 +56,8 @@ pub enum TelemetryError {
     /// `telemetry.log_level` is not a list of `EnvFilter` directives.
     #[error("invalid telemetry.log_level: bad directive `{directive}`: {source}")]
     InvalidLogLevel {
-        /// The directive that does not parse (the whole value when it is blank).
+        /// The directive that does not parse (the whole value when each
+        /// directive parses alone but the list does not).
         directive: String,
         /// What is wrong with it.
         #[source]
@@ -106,7 +107,7 @@ impl Telemetry {
 
     /// The tracer provider behind the `tracing` layer, for code that wants
     /// OpenTelemetry's API directly (it is also installed as the global one
-    /// by [`init`]).
+    /// by [`init`]). `Some` until the guard is shut down.
     pub fn tracer_provider(&self) -> Option<&SdkTracerProvider> {
         self.provider.as_ref()
     }
