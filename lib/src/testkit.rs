@@ -4,8 +4,10 @@
 //!   binaries, TLS only (`hostssl`), SCRAM passwords, one per test binary via
 //!   [`PgCluster::shared`], a fresh database per test via
 //!   [`PgCluster::create_database`];
-//! - [`TestCa`]: certificates generated at test time.
+//! - [`TestCa`]: certificates generated at test time;
+//! - [`otlp::OtlpReceiver`]: an OTLP trace collector stand-in that records spans.
 
+pub mod otlp;
 mod pki;
 mod postgres;
 

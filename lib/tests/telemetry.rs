@@ -7,12 +7,7 @@ use std::time::Duration;
 
 use orders::config::TelemetrySettings;
 use orders::telemetry::{self, TelemetryError};
-
-// Compiled in directly rather than through `orders::testkit`, so this test
-// does not depend on how the testkit module lists its children.
-#[allow(dead_code)]
-#[path = "../src/testkit/otlp.rs"]
-mod otlp;
+use orders::testkit::otlp;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_exports_nested_spans_with_the_service_name() {

@@ -48,7 +48,9 @@ pub fn run(args: &ConfigArgs, command: Command) -> ExitCode {
             ExitCode::FAILURE
         }
     };
-    telemetry.shutdown();
+    if let Err(error) = telemetry.shutdown() {
+        eprintln!("migrator: {error}");
+    }
     code
 }
 
