@@ -128,7 +128,7 @@ impl Database {
                 SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
                 _ => tokio_postgres::config::SslMode::Require,
             });
-        if let Some(password) = &settings.password {
+        if let Some(password) = settings.password() {
             config.password(password.expose_secret());
         }
         if !settings.statement_timeout.is_zero() {
