@@ -43,7 +43,11 @@ fn embed_migrations(sql_dir: &Path, out: &Path) -> Result<(), Box<dyn std::error
     }
     let mut code = String::from("pub(crate) static MIGRATIONS: &[(i32, &str, &str)] = &[\n");
     for (version, name, path) in &files {
-        writeln!(code, "    ({version}, {name:?}, include_str!({:?})),", path.display().to_string())?;
+        writeln!(
+            code,
+            "    ({version}, {name:?}, include_str!({:?})),",
+            path.display().to_string()
+        )?;
     }
     code.push_str("];\n");
     writeln!(

@@ -12,6 +12,6 @@ pub mod db;
 pub mod money;
 pub mod schema;
 pub mod telemetry;
-pub mod tls;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod tls;

@@ -212,7 +212,11 @@ impl Migrator {
     /// and applies the grants. `client` must be a direct session (the
     /// advisory lock is session-level: not through PgBouncer's transaction
     /// pooling).
-    pub async fn up(&self, client: &mut Client, roles: &RoleSettings) -> Result<Report, SchemaError> {
+    pub async fn up(
+        &self,
+        client: &mut Client,
+        roles: &RoleSettings,
+    ) -> Result<Report, SchemaError> {
         // An inherited statement_timeout would kill a long migration.
         client.batch_execute("SET statement_timeout = 0").await?;
         self.lock(client).await?;
@@ -226,7 +230,11 @@ impl Migrator {
         Ok(report)
     }
 
-    async fn up_locked(&self, client: &mut Client, roles: &RoleSettings) -> Result<Report, SchemaError> {
+    async fn up_locked(
+        &self,
+        client: &mut Client,
+        roles: &RoleSettings,
+    ) -> Result<Report, SchemaError> {
         client
             .batch_execute(&format!(
                 "CREATE TABLE IF NOT EXISTS {HISTORY_TABLE} (
@@ -253,10 +261,13 @@ impl Migrator {
             .grants
             .replace("${checkout_role}", &quote_ident(&roles.checkout))
             .replace("${backup_role}", &quote_ident(&roles.backup));
-        client.batch_execute(&grants).await.map_err(|e| SchemaError::Failed {
-            file: "grants.sql".into(),
-            reason: crate::db::error_chain(&e),
-        })?;
+        client
+            .batch_execute(&grants)
+            .await
+            .map_err(|e| SchemaError::Failed {
+                file: "grants.sql".into(),
+                reason: crate::db::error_chain(&e),
+            })?;
         report.version = current_version(client).await?.unwrap_or(0);
         Ok(report)
     }
@@ -275,14 +286,30 @@ impl Migrator {
             let tx = client.transaction().await?;
             tx.batch_execute(&migration.sql).await.map_err(failed)?;
             let ms = elapsed_ms(started);
-            tx.execute(&record, &[&migration.version, &migration.file, &migration.checksum(), &ms])
-                .await?;
+            tx.execute(
+                &record,
+                &[
+                    &migration.version,
+                    &migration.file,
+                    &migration.checksum(),
+                    &ms,
+                ],
+            )
+            .await?;
             tx.commit().await?;
         } else {
             client.simple_query(&migration.sql).await.map_err(failed)?;
             let ms = elapsed_ms(started);
             client
-                .execute(&record, &[&migration.version, &migration.file, &migration.checksum(), &ms])
+                .execute(
+                    &record,
+                    &[
+                        &migration.version,
+                        &migration.file,
+                        &migration.checksum(),
+                        &ms,
+                    ],
+                )
                 .await?;
         }
         tracing::info!(file = %migration.file, ms = elapsed_ms(started), "applied migration");
@@ -386,7 +413,9 @@ async fn history_exists(client: &Client) -> Result<bool, SchemaError> {
 async fn applied(client: &Client) -> Result<Vec<Applied>, SchemaError> {
     let rows = client
         .query(
-            &format!("SELECT version, file, checksum, applied_at FROM {HISTORY_TABLE} ORDER BY version"),
+            &format!(
+                "SELECT version, file, checksum, applied_at FROM {HISTORY_TABLE} ORDER BY version"
+            ),
             &[],
         )
         .await?;
@@ -407,7 +436,9 @@ async fn applied(client: &Client) -> Result<Vec<Applied>, SchemaError> {
 /// statement fail).
 async fn ensure_roles(client: &Client, roles: &RoleSettings) -> Result<(), SchemaError> {
     if roles.checkout.is_empty() || roles.backup.is_empty() {
-        return Err(SchemaError::Roles("roles.checkout and roles.backup must not be empty".into()));
+        return Err(SchemaError::Roles(
+            "roles.checkout and roles.backup must not be empty".into(),
+        ));
     }
     if roles.checkout == roles.backup {
         return Err(SchemaError::Roles(format!(
@@ -420,14 +451,19 @@ async fn ensure_roles(client: &Client, roles: &RoleSettings) -> Result<(), Schem
         (&roles.backup, &roles.backup_password),
     ] {
         let exists = client
-            .query_one("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)", &[name])
+            .query_one(
+                "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)",
+                &[name],
+            )
             .await?
             .get::<_, bool>(0);
         let ident = quote_ident(name);
         if !exists {
             tracing::info!(role = %name, "creating role");
             client
-                .batch_execute(&format!("CREATE ROLE {ident} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE"))
+                .batch_execute(&format!(
+                    "CREATE ROLE {ident} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE"
+                ))
                 .await
                 .map_err(|e| role_error(name, e))?;
         }

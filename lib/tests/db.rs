@@ -21,7 +21,10 @@ async fn connect(settings: &DatabaseSettings) -> Result<tokio_postgres::Client, 
 async fn assert_connects(settings: &DatabaseSettings) {
     let client = connect(settings).await.unwrap();
     let row = client
-        .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
         .await
         .unwrap();
     assert!(row.get::<_, bool>(0), "the session is not encrypted");
@@ -45,7 +48,10 @@ async fn verify_full_fails_when_the_host_name_is_not_in_the_certificate() {
     let mut settings = settings(SslMode::VerifyFull);
     settings.host = "127.0.0.1".into();
     let error = connect(&settings).await.unwrap_err().to_string();
-    assert!(error.contains("not valid for name \"127.0.0.1\""), "{error}");
+    assert!(
+        error.contains("not valid for name \"127.0.0.1\""),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -133,7 +139,10 @@ async fn statement_timeout_is_applied_to_every_session() {
     let mut settings = settings(SslMode::VerifyFull);
     settings.statement_timeout = Duration::from_millis(1500);
     let client = connect(&settings).await.unwrap();
-    let row = client.query_one("SHOW statement_timeout", &[]).await.unwrap();
+    let row = client
+        .query_one("SHOW statement_timeout", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, String>(0), "1500ms");
     let error = client.simple_query("SELECT pg_sleep(3)").await.unwrap_err();
     let error = db::error_chain(&error);
@@ -148,7 +157,10 @@ async fn the_pool_replaces_a_broken_connection() {
     let pool = database.pool();
     let first_pid: i32 = {
         let conn = db::checkout(&pool).await.unwrap();
-        conn.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0)
+        conn.query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0)
     };
     // Kill the pooled connection's backend from outside.
     let admin = database.connect().await.unwrap();
@@ -159,7 +171,11 @@ async fn the_pool_replaces_a_broken_connection() {
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let conn = db::checkout(&pool).await.unwrap();
-    let second_pid: i32 = conn.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let second_pid: i32 = conn
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_ne!(first_pid, second_pid);
 }
 

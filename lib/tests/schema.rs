@@ -27,14 +27,18 @@ async fn connect_as(db: &TestDb, kind: &str) -> tokio_postgres::Client {
     } else {
         settings.roles.backup
     };
-    Database::new(&db.settings_as(&role, &db.role_password(kind)), "schema-test")
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
+    Database::new(
+        &db.settings_as(&role, &db.role_password(kind)),
+        "schema-test",
+    )
+    .unwrap()
+    .connect()
+    .await
+    .unwrap()
 }
 
-const INSERT_ORDER: &str = "INSERT INTO orders (order_id, user_id, user_email, user_currency, status,
+const INSERT_ORDER: &str =
+    "INSERT INTO orders (order_id, user_id, user_email, user_currency, status,
         shipping_cost, shipping_cost_currency, shipping_street_address, shipping_city,
         shipping_state, shipping_country, shipping_zip_code, total, total_currency)
     VALUES (gen_random_uuid(), 'u1', 'u1@example.com', 'USD', 'pending', 8.99, 'USD',
@@ -49,7 +53,12 @@ async fn a_fresh_database_gets_every_migration_and_a_second_run_changes_nothing(
     let expected: Vec<String> = schema::embedded().into_iter().map(|m| m.file).collect();
     assert_eq!(first.applied, expected);
     assert_eq!(first.version, schema::REQUIRED_VERSION);
-    for table in ["orders", "order_items", "order_events", schema::HISTORY_TABLE] {
+    for table in [
+        "orders",
+        "order_items",
+        "order_events",
+        schema::HISTORY_TABLE,
+    ] {
         let row = client
             .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
             .await
@@ -67,13 +76,19 @@ async fn a_fresh_database_gets_every_migration_and_a_second_run_changes_nothing(
 #[tokio::test]
 async fn an_applied_file_whose_content_changed_is_refused_naming_it() {
     let (_db, settings, mut client) = fresh().await;
-    Migrator::new(LOCK_TIMEOUT).up(&mut client, &settings.roles).await.unwrap();
+    Migrator::new(LOCK_TIMEOUT)
+        .up(&mut client, &settings.roles)
+        .await
+        .unwrap();
 
     let mut changed = schema::embedded();
     changed[0].sql.push_str("\nCREATE TABLE sneaky (id int);\n");
     let migrator = Migrator::with_migrations(changed.clone(), LOCK_TIMEOUT);
     let error = migrator.up(&mut client, &settings.roles).await.unwrap_err();
-    assert!(matches!(error, SchemaError::ChecksumMismatch { .. }), "{error:?}");
+    assert!(
+        matches!(error, SchemaError::ChecksumMismatch { .. }),
+        "{error:?}"
+    );
     assert!(error.to_string().contains(&changed[0].file), "{error}");
     assert!(migrator.verify(&client).await.is_err());
     let status = migrator.status(&client).await.unwrap();
@@ -88,7 +103,11 @@ async fn an_applied_file_whose_content_changed_is_refused_naming_it() {
 #[tokio::test]
 async fn crlf_line_endings_do_not_change_the_checksum() {
     let original = &schema::embedded()[0];
-    let crlf = Migration::new(original.version, &original.file, &original.sql.replace('\n', "\r\n"));
+    let crlf = Migration::new(
+        original.version,
+        &original.file,
+        &original.sql.replace('\n', "\r\n"),
+    );
     assert_eq!(crlf.checksum(), original.checksum());
 }
 
@@ -119,7 +138,10 @@ async fn a_failing_migration_leaves_nothing_of_itself_behind() {
     assert!(row.get::<_, bool>(0), "half_done was left behind");
     assert_eq!(row.get::<_, i64>(1), 0);
     // The earlier migrations stay applied.
-    assert_eq!(schema::current_version(&client).await.unwrap(), Some(schema::REQUIRED_VERSION));
+    assert_eq!(
+        schema::current_version(&client).await.unwrap(),
+        Some(schema::REQUIRED_VERSION)
+    );
 }
 
 #[tokio::test]
@@ -147,7 +169,11 @@ async fn a_no_transaction_migration_can_create_an_index_concurrently() {
 #[tokio::test]
 async fn a_held_lock_makes_the_migrator_give_up_after_its_bound() {
     let (_db, settings, mut client) = fresh().await;
-    let holder = Database::new(&settings.database, "holder").unwrap().connect().await.unwrap();
+    let holder = Database::new(&settings.database, "holder")
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     holder
         .query_one("SELECT pg_try_advisory_lock($1)", &[&schema::LOCK_KEY])
         .await
@@ -163,12 +189,18 @@ async fn a_held_lock_makes_the_migrator_give_up_after_its_bound() {
 #[tokio::test]
 async fn the_checkout_role_reads_and_writes_orders_but_cannot_change_or_delete_anything() {
     let (db, settings, mut client) = fresh().await;
-    Migrator::new(LOCK_TIMEOUT).up(&mut client, &settings.roles).await.unwrap();
+    Migrator::new(LOCK_TIMEOUT)
+        .up(&mut client, &settings.roles)
+        .await
+        .unwrap();
     let checkout = connect_as(&db, "checkout").await;
 
     checkout.execute(INSERT_ORDER, &[]).await.unwrap();
     checkout
-        .execute("UPDATE orders SET status = 'failed', failure_reason = 'test'", &[])
+        .execute(
+            "UPDATE orders SET status = 'failed', failure_reason = 'test'",
+            &[],
+        )
         .await
         .unwrap();
     checkout
@@ -214,11 +246,19 @@ async fn the_checkout_role_reads_and_writes_orders_but_cannot_change_or_delete_a
 #[tokio::test]
 async fn the_backup_role_reads_everything_and_writes_nothing() {
     let (db, settings, mut client) = fresh().await;
-    Migrator::new(LOCK_TIMEOUT).up(&mut client, &settings.roles).await.unwrap();
+    Migrator::new(LOCK_TIMEOUT)
+        .up(&mut client, &settings.roles)
+        .await
+        .unwrap();
     client.execute(INSERT_ORDER, &[]).await.unwrap();
     let backup = connect_as(&db, "backup").await;
 
-    for table in ["orders", "order_items", "order_events", schema::HISTORY_TABLE] {
+    for table in [
+        "orders",
+        "order_items",
+        "order_events",
+        schema::HISTORY_TABLE,
+    ] {
         backup
             .query(&format!("SELECT * FROM {table}"), &[])
             .await
@@ -253,7 +293,11 @@ async fn a_second_run_with_a_new_password_rotates_it() {
     migrator.up(&mut client, &settings.roles).await.unwrap();
 
     let old = db.settings_as(&settings.roles.checkout, &db.role_password("checkout"));
-    let error = Database::new(&old, "t").unwrap().connect().await.unwrap_err();
+    let error = Database::new(&old, "t")
+        .unwrap()
+        .connect()
+        .await
+        .unwrap_err();
     assert!(matches!(error, DbError::Rejected { .. }), "{error:?}");
     let new = db.settings_as(&settings.roles.checkout, new_password);
     Database::new(&new, "t").unwrap().connect().await.unwrap();

@@ -63,7 +63,10 @@ async fn execute(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
         Command::Up => {
             let report = migrator.up(&mut client, &settings.roles).await?;
             if report.applied.is_empty() {
-                tracing::info!(version = report.version, "schema is up to date, nothing to do");
+                tracing::info!(
+                    version = report.version,
+                    "schema is up to date, nothing to do"
+                );
             } else {
                 tracing::info!(
                     version = report.version,
@@ -101,7 +104,10 @@ async fn execute(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
             if pending > 0 {
                 anyhow::bail!("{pending} migration(s) not applied yet; run `migrator up`");
             }
-            println!("all {} migrations applied and unchanged", status.migrations.len());
+            println!(
+                "all {} migrations applied and unchanged",
+                status.migrations.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Config => Ok(ExitCode::SUCCESS),

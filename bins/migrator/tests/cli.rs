@@ -98,7 +98,10 @@ async fn applied_versions(db: &TestDb) -> Vec<i32> {
         .await
         .unwrap();
     client
-        .query("SELECT version FROM schema_migrations ORDER BY version", &[])
+        .query(
+            "SELECT version FROM schema_migrations ORDER BY version",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -111,11 +114,19 @@ async fn up_applies_everything_then_says_there_is_nothing_to_do() {
     let f = fixture().await;
     let first = run(&f.config, &[]);
     assert!(first.status.success(), "{}", text(&first.stderr));
-    assert!(text(&first.stdout).contains("applied 1 migration"), "{}", text(&first.stdout));
+    assert!(
+        text(&first.stdout).contains("applied 1 migration"),
+        "{}",
+        text(&first.stdout)
+    );
 
     let second = run(&f.config, &["up"]);
     assert_eq!(second.status.code(), Some(0), "{}", text(&second.stderr));
-    assert!(text(&second.stdout).contains("nothing to do"), "{}", text(&second.stdout));
+    assert!(
+        text(&second.stdout).contains("nothing to do"),
+        "{}",
+        text(&second.stdout)
+    );
     let expected: Vec<i32> = schema::embedded().iter().map(|m| m.version).collect();
     assert_eq!(applied_versions(&f.db).await, expected);
 }
@@ -195,15 +206,21 @@ fn a_database_that_comes_up_late_is_waited_for() {
     cluster.start_server().unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "{}", text(&output.stderr));
-    assert!(text(&output.stdout).contains("retrying"), "{}", text(&output.stdout));
+    assert!(
+        text(&output.stdout).contains("retrying"),
+        "{}",
+        text(&output.stdout)
+    );
 }
 
 #[test]
 fn a_database_that_never_comes_up_fails_after_the_bound_with_one_line() {
     let cluster = PgCluster::init().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut settings = Settings::default();
-    settings.database = cluster.superuser_settings("postgres");
+    let mut settings = Settings {
+        database: cluster.superuser_settings("postgres"),
+        ..Settings::default()
+    };
     settings.database.wait_timeout = Duration::from_secs(2);
     settings.roles.checkout_password = Some("x".into());
     settings.roles.backup_password = Some("y".into());
@@ -231,9 +248,15 @@ async fn a_wrong_password_fails_at_once_without_echoing_it() {
     let stderr = text(&output.stderr);
     let stdout = text(&output.stdout);
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("password authentication failed"), "{stderr}");
+    assert!(
+        stderr.contains("password authentication failed"),
+        "{stderr}"
+    );
     assert!(!stderr.contains(wrong) && !stdout.contains(wrong));
-    assert!(!stdout.contains("retrying"), "credentials errors are not retried");
+    assert!(
+        !stdout.contains("retrying"),
+        "credentials errors are not retried"
+    );
 }
 
 #[tokio::test]
@@ -268,11 +291,17 @@ async fn config_prints_the_effective_configuration_without_secrets() {
 
 #[test]
 fn help_and_version_work_without_a_database() {
-    let help = Command::new(env!("CARGO_BIN_EXE_migrator")).arg("--help").output().unwrap();
+    let help = Command::new(env!("CARGO_BIN_EXE_migrator"))
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(help.status.success());
     for word in ["up", "status", "verify", "--config", "--set"] {
         assert!(text(&help.stdout).contains(word), "{word}");
     }
-    let version = Command::new(env!("CARGO_BIN_EXE_migrator")).arg("--version").output().unwrap();
+    let version = Command::new(env!("CARGO_BIN_EXE_migrator"))
+        .arg("--version")
+        .output()
+        .unwrap();
     assert!(text(&version.stdout).contains(env!("CARGO_PKG_VERSION")));
 }

@@ -370,7 +370,9 @@ impl TestDb {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A test that panicked while holding the lock leaves valid data behind.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A random-enough secret for a throwaway cluster (UUIDv7 carries 74 random bits).
@@ -386,15 +388,15 @@ fn free_port() -> io::Result<u16> {
 /// `pg_config --bindir`, or the newest `/usr/lib/postgresql/*/bin`.
 pub fn find_bin_dir() -> io::Result<PathBuf> {
     let has_initdb = |dir: &Path| dir.join("initdb").is_file();
-    if let Some(dir) = std::env::var_os("PG_BINDIR").map(PathBuf::from) {
-        if has_initdb(&dir) {
-            return Ok(dir);
-        }
+    if let Some(dir) = std::env::var_os("PG_BINDIR").map(PathBuf::from)
+        && has_initdb(&dir)
+    {
+        return Ok(dir);
     }
-    if let Some(path) = std::env::var_os("PATH") {
-        if let Some(dir) = std::env::split_paths(&path).find(|d| has_initdb(d)) {
-            return Ok(dir);
-        }
+    if let Some(path) = std::env::var_os("PATH")
+        && let Some(dir) = std::env::split_paths(&path).find(|d| has_initdb(d))
+    {
+        return Ok(dir);
     }
     if let Ok(output) = Command::new("pg_config").arg("--bindir").output() {
         let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
@@ -431,14 +433,18 @@ fn run_as_user() -> io::Result<Option<(u32, u32)>> {
         passwd.lines().find_map(|line| {
             let fields: Vec<&str> = line.split(':').collect();
             match fields.as_slice() {
-                [name, _, uid, gid, ..] if *name == user => Some((uid.parse().ok()?, gid.parse().ok()?)),
+                [name, _, uid, gid, ..] if *name == user => {
+                    Some((uid.parse().ok()?, gid.parse().ok()?))
+                }
                 _ => None,
             }
         })
     };
-    Ok(Some(find("postgres").or_else(|| find("nobody")).ok_or_else(|| {
-        io::Error::other("running as root and neither a postgres nor a nobody user exists")
-    })?))
+    Ok(Some(
+        find("postgres").or_else(|| find("nobody")).ok_or_else(|| {
+            io::Error::other("running as root and neither a postgres nor a nobody user exists")
+        })?,
+    ))
 }
 
 fn chown_tree(path: &Path, run_as: Option<(u32, u32)>) -> io::Result<()> {
