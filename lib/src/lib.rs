@@ -3,6 +3,7 @@
 //! - [`config`]: layered settings (files, secret files, environment, flags);
 //! - [`db`]: a pool of PostgreSQL connections, [`tls`]: rustls with libpq's `sslmode`;
 //! - [`schema`]: the migrations of `sql/`, embedded, and the runner that applies them;
+//! - [`store`]: the order repository checkout and the history API use;
 //! - [`money`]: exact arithmetic on Online Boutique's `Money`;
 //! - [`telemetry`]: JSON logs and OpenTelemetry tracing;
 //! - `testkit` (feature `testkit`): throwaway TLS PostgreSQL clusters for tests.
@@ -11,6 +12,7 @@ pub mod config;
 pub mod db;
 pub mod money;
 pub mod schema;
+pub mod store;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
