@@ -1,4 +1,5 @@
-//! Embeds `sql/` into the library at compile time.
+//! Embeds `sql/` into the library and generates the gRPC code of `proto/`
+//! at compile time.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,42 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     embed_migrations(&manifest_dir.join("../sql"), &out_dir.join("migrations.rs"))?;
+    compile_protos(&manifest_dir.join("../proto"), &out_dir)?;
+    Ok(())
+}
+
+/// The files under `proto/` to compile; their imports are found on their own.
+const PROTO_FILES: &[&str] = &["hipstershop/demo.proto", "orders/v1/orders.proto"];
+
+/// Generates messages, clients and servers for [`PROTO_FILES`] into `OUT_DIR`
+/// (one `<package>.rs` per package, for `tonic::include_proto!`) and writes
+/// `file_descriptor_set.bin` for gRPC server reflection.
+///
+/// `protox` parses the files in pure Rust, so building needs no `protoc`.
+fn compile_protos(proto_dir: &Path, out_dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    // A directory: cargo rescans it, so added and edited files are picked up.
+    println!("cargo:rerun-if-changed={}", proto_dir.display());
+    let mut compiler = protox::Compiler::new([proto_dir])?;
+    // Imports (google/protobuf/timestamp.proto) are included so reflection
+    // clients can resolve every type; source info carries the comments into
+    // the generated docs.
+    compiler.include_imports(true).include_source_info(true);
+    compiler.open_files(PROTO_FILES)?;
+    fs::write(
+        out_dir.join("file_descriptor_set.bin"),
+        compiler.encode_file_descriptor_set(),
+    )?;
+
+    // Well-known types come from `prost-types`; generating them again would
+    // only add an unused `google.protobuf.rs`.
+    let mut fds = compiler.file_descriptor_set();
+    fds.file.retain(|file| file.package() != "google.protobuf");
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        // Our own rerun-if-changed above covers the whole directory.
+        .emit_rerun_if_changed(false)
+        .compile_fds(fds)?;
     Ok(())
 }
 

@@ -5,12 +5,14 @@
 //! - [`schema`]: the migrations of `sql/`, embedded, and the runner that applies them;
 //! - [`store`]: the order repository checkout and the history API use;
 //! - [`money`]: exact arithmetic on Online Boutique's `Money`;
+//! - [`proto`]: generated gRPC code for both protos, and `Money` conversions;
 //! - [`telemetry`]: JSON logs and OpenTelemetry tracing;
 //! - `testkit` (feature `testkit`): throwaway TLS PostgreSQL clusters for tests.
 
 pub mod config;
 pub mod db;
 pub mod money;
+pub mod proto;
 pub mod schema;
 pub mod store;
 pub mod telemetry;

@@ -62,7 +62,11 @@ impl FromStr for OrderStatus {
             "shipped" => OrderStatus::Shipped,
             "completed" => OrderStatus::Completed,
             "failed" => OrderStatus::Failed,
-            other => return Err(StoreError::Corrupt(format!("unknown order status {other:?}"))),
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "unknown order status {other:?}"
+                )));
+            }
         })
     }
 }
@@ -234,7 +238,9 @@ impl StoreError {
                 // Not an SQL error: the connection broke or timed out.
                 None => true,
                 // Connection exceptions, insufficient resources, operator intervention (shutdown).
-                Some(code) => ["08", "53", "57"].iter().any(|class| code.code().starts_with(class)),
+                Some(code) => ["08", "53", "57"]
+                    .iter()
+                    .any(|class| code.code().starts_with(class)),
             },
             StoreError::Db(e) => e.is_transient(),
             _ => false,
@@ -343,7 +349,11 @@ impl Store {
             .map(|i| i32::try_from(i.quantity))
             .collect::<Result<Vec<i32>, _>>()
             .map_err(|_| MoneyError::Overflow)?;
-        let costs: Vec<Decimal> = order.items.iter().map(|i| i.unit_cost.to_decimal()).collect();
+        let costs: Vec<Decimal> = order
+            .items
+            .iter()
+            .map(|i| i.unit_cost.to_decimal())
+            .collect();
         let address = &order.shipping_address;
         let shipping_cost = order.shipping_cost.to_decimal();
         let total = order.total.to_decimal();
@@ -388,8 +398,14 @@ impl Store {
                 Some(transaction_id),
                 Some(tracking_id),
                 vec![
-                    (OrderStatus::Paid, serde_json::json!({ "transaction_id": transaction_id })),
-                    (OrderStatus::Shipped, serde_json::json!({ "tracking_id": tracking_id })),
+                    (
+                        OrderStatus::Paid,
+                        serde_json::json!({ "transaction_id": transaction_id }),
+                    ),
+                    (
+                        OrderStatus::Shipped,
+                        serde_json::json!({ "tracking_id": tracking_id }),
+                    ),
                     (OrderStatus::Completed, serde_json::json!({})),
                 ],
             ),
@@ -398,7 +414,10 @@ impl Store {
                 Some(reason),
                 None,
                 None,
-                vec![(OrderStatus::Failed, serde_json::json!({ "reason": reason, "stage": "payment" }))],
+                vec![(
+                    OrderStatus::Failed,
+                    serde_json::json!({ "reason": reason, "stage": "payment" }),
+                )],
             ),
             Outcome::ShippingFailed {
                 transaction_id,
@@ -409,14 +428,21 @@ impl Store {
                 Some(transaction_id),
                 None,
                 vec![
-                    (OrderStatus::Paid, serde_json::json!({ "transaction_id": transaction_id })),
-                    (OrderStatus::Failed, serde_json::json!({ "reason": reason, "stage": "shipping" })),
+                    (
+                        OrderStatus::Paid,
+                        serde_json::json!({ "transaction_id": transaction_id }),
+                    ),
+                    (
+                        OrderStatus::Failed,
+                        serde_json::json!({ "reason": reason, "stage": "shipping" }),
+                    ),
                 ],
             ),
         };
         let status = status.as_str();
         let event_statuses: Vec<&str> = events.iter().map(|(s, _)| s.as_str()).collect();
-        let event_details: Vec<Json<&serde_json::Value>> = events.iter().map(|(_, d)| Json(d)).collect();
+        let event_details: Vec<Json<&serde_json::Value>> =
+            events.iter().map(|(_, d)| Json(d)).collect();
         let params: [(&(dyn ToSql + Sync), Type); 7] = [
             (&order_id, Type::UUID),
             (&status, Type::TEXT),
@@ -436,7 +462,8 @@ impl Store {
 
     /// The order with this id.
     pub async fn get(&self, order_id: Uuid) -> Result<Option<Order>, StoreError> {
-        let sql = format!("WITH page AS (SELECT * FROM orders WHERE order_id = $1) {SELECT_ORDERS}");
+        let sql =
+            format!("WITH page AS (SELECT * FROM orders WHERE order_id = $1) {SELECT_ORDERS}");
         let conn = db::checkout(&self.pool).await?;
         let rows = conn.query_typed(&sql, &[(&order_id, Type::UUID)]).await?;
         rows.first().map(order_from_row).transpose()
@@ -444,7 +471,9 @@ impl Store {
 
     /// The order written with this idempotency key.
     pub async fn get_by_idempotency_key(&self, key: &str) -> Result<Option<Order>, StoreError> {
-        let sql = format!("WITH page AS (SELECT * FROM orders WHERE idempotency_key = $1) {SELECT_ORDERS}");
+        let sql = format!(
+            "WITH page AS (SELECT * FROM orders WHERE idempotency_key = $1) {SELECT_ORDERS}"
+        );
         let conn = db::checkout(&self.pool).await?;
         let rows = conn.query_typed(&sql, &[(&key, Type::TEXT)]).await?;
         rows.first().map(order_from_row).transpose()

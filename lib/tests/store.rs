@@ -106,7 +106,12 @@ async fn finishing_records_ids_and_one_event_per_change() {
         .await
         .unwrap();
     store
-        .finish(declined.order_id, &Outcome::Declined { reason: "Credit card info is invalid".into() })
+        .finish(
+            declined.order_id,
+            &Outcome::Declined {
+                reason: "Credit card info is invalid".into(),
+            },
+        )
         .await
         .unwrap();
     store
@@ -126,18 +131,28 @@ async fn finishing_records_ids_and_one_event_per_change() {
     assert_eq!(c.shipping_tracking_id.as_deref(), Some("AB-12345-67890123"));
     let d = store.get(declined.order_id).await.unwrap().unwrap();
     assert_eq!(d.status, OrderStatus::Failed);
-    assert_eq!(d.failure_reason.as_deref(), Some("Credit card info is invalid"));
+    assert_eq!(
+        d.failure_reason.as_deref(),
+        Some("Credit card info is invalid")
+    );
     assert_eq!(d.payment_transaction_id, None);
     let u = store.get(unshipped.order_id).await.unwrap().unwrap();
     assert_eq!(u.status, OrderStatus::Failed);
     assert_eq!(u.payment_transaction_id.as_deref(), Some("tx-3"));
 
-    let owner = Database::new(&db.settings().database, "t").unwrap().connect().await.unwrap();
+    let owner = Database::new(&db.settings().database, "t")
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let events = |id: Uuid| {
         let owner = &owner;
         async move {
             owner
-                .query("SELECT status FROM order_events WHERE order_id = $1 ORDER BY event_id", &[&id])
+                .query(
+                    "SELECT status FROM order_events WHERE order_id = $1 ORDER BY event_id",
+                    &[&id],
+                )
                 .await
                 .unwrap()
                 .iter()
@@ -145,13 +160,24 @@ async fn finishing_records_ids_and_one_event_per_change() {
                 .collect::<Vec<_>>()
         }
     };
-    assert_eq!(events(completed.order_id).await, ["pending", "paid", "shipped", "completed"]);
+    assert_eq!(
+        events(completed.order_id).await,
+        ["pending", "paid", "shipped", "completed"]
+    );
     assert_eq!(events(declined.order_id).await, ["pending", "failed"]);
-    assert_eq!(events(unshipped.order_id).await, ["pending", "paid", "failed"]);
+    assert_eq!(
+        events(unshipped.order_id).await,
+        ["pending", "paid", "failed"]
+    );
 
     // A finished order cannot be finished again.
     let again = store
-        .finish(completed.order_id, &Outcome::Declined { reason: "late".into() })
+        .finish(
+            completed.order_id,
+            &Outcome::Declined {
+                reason: "late".into(),
+            },
+        )
         .await
         .unwrap_err();
     assert!(matches!(again, StoreError::NotPending(_)), "{again:?}");
@@ -165,11 +191,21 @@ async fn a_repeated_idempotency_key_writes_nothing() {
     let mut second = order("carol");
     second.idempotency_key = Some("key-1".into());
     assert_eq!(store.create_pending(&first).await.unwrap(), Created::New);
-    assert_eq!(store.create_pending(&second).await.unwrap(), Created::Duplicate);
+    assert_eq!(
+        store.create_pending(&second).await.unwrap(),
+        Created::Duplicate
+    );
     assert!(store.get(second.order_id).await.unwrap().is_none());
-    let found = store.get_by_idempotency_key("key-1").await.unwrap().unwrap();
+    let found = store
+        .get_by_idempotency_key("key-1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(found.order_id, first.order_id);
-    assert_eq!(store.list_for_user("carol", 10, None).await.unwrap().len(), 1);
+    assert_eq!(
+        store.list_for_user("carol", 10, None).await.unwrap().len(),
+        1
+    );
 }
 
 #[tokio::test]
