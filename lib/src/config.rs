@@ -51,6 +51,8 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     /// Schema migrations.
     pub migrator: MigratorSettings,
+    /// The checkout service.
+    pub checkout: CheckoutSettings,
 }
 
 /// libpq's `sslmode`, with libpq's meaning for every value.
@@ -225,6 +227,91 @@ impl Default for MigratorSettings {
     }
 }
 
+/// What checkout does when it cannot write an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Persistence {
+    /// Never charge a card without a durable order record: a database outage
+    /// makes PlaceOrder fail with UNAVAILABLE (and health NOT_SERVING).
+    #[default]
+    Required,
+    /// Place the order anyway and log the failure (the upstream behaviour).
+    BestEffort,
+    /// Do not use a database at all.
+    Off,
+}
+
+/// The checkout service.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckoutSettings {
+    /// Address to listen on.
+    pub listen_addr: std::net::IpAddr,
+    /// gRPC port (`PORT`).
+    pub port: u16,
+    /// Whether orders must, may or cannot be stored.
+    pub persistence: Persistence,
+    /// How long in-flight orders may run on after SIGTERM.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// How often health re-checks the database and its schema.
+    #[serde(with = "humantime_serde")]
+    pub health_check_interval: Duration,
+    /// Deadline of each downstream call when the caller set none (or a longer one).
+    #[serde(with = "humantime_serde")]
+    pub downstream_timeout: Duration,
+    /// Most product and currency lookups in flight per order.
+    pub lookup_concurrency: usize,
+    /// How long the list of supported currencies is cached.
+    #[serde(with = "humantime_serde")]
+    pub currency_cache_ttl: Duration,
+    /// How long a repeated request with the same idempotency key waits for
+    /// the first one to finish.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_wait: Duration,
+    /// `ListOrders` page size when the caller asks for none.
+    pub history_page_size: u32,
+    /// Largest `ListOrders` page.
+    pub history_max_page_size: u32,
+    /// Cart service, `host:port` (`CART_SERVICE_ADDR`).
+    pub cart_addr: String,
+    /// Product catalog (`PRODUCT_CATALOG_SERVICE_ADDR`).
+    pub product_catalog_addr: String,
+    /// Currency conversion (`CURRENCY_SERVICE_ADDR`).
+    pub currency_addr: String,
+    /// Shipping (`SHIPPING_SERVICE_ADDR`).
+    pub shipping_addr: String,
+    /// Payment (`PAYMENT_SERVICE_ADDR`).
+    pub payment_addr: String,
+    /// E-mail confirmations (`EMAIL_SERVICE_ADDR`).
+    pub email_addr: String,
+}
+
+impl Default for CheckoutSettings {
+    fn default() -> Self {
+        Self {
+            listen_addr: std::net::IpAddr::from([0, 0, 0, 0]),
+            port: 5050,
+            persistence: Persistence::default(),
+            shutdown_grace: Duration::from_secs(20),
+            health_check_interval: Duration::from_secs(5),
+            downstream_timeout: Duration::from_secs(10),
+            lookup_concurrency: 8,
+            currency_cache_ttl: Duration::from_secs(300),
+            idempotency_wait: Duration::from_secs(30),
+            history_page_size: 20,
+            history_max_page_size: 100,
+            // The upstream manifests' Service names and ports.
+            cart_addr: "cartservice:7070".into(),
+            product_catalog_addr: "productcatalogservice:3550".into(),
+            currency_addr: "currencyservice:7000".into(),
+            shipping_addr: "shippingservice:50051".into(),
+            payment_addr: "paymentservice:50051".into(),
+            email_addr: "emailservice:5000".into(),
+        }
+    }
+}
+
 /// Serializes a secret as `[redacted]` (or nothing when unset).
 fn redact<S: serde::Serializer>(
     value: &Option<SecretString>,
@@ -253,6 +340,13 @@ pub const ONLINE_BOUTIQUE_VARIABLES: &[(&str, &str)] = &[
     ("ENABLE_TRACING", "telemetry.tracing_enabled"),
     ("COLLECTOR_SERVICE_ADDR", "telemetry.collector_addr"),
     ("OTEL_SERVICE_NAME", "telemetry.service_name"),
+    ("PORT", "checkout.port"),
+    ("CART_SERVICE_ADDR", "checkout.cart_addr"),
+    ("PRODUCT_CATALOG_SERVICE_ADDR", "checkout.product_catalog_addr"),
+    ("CURRENCY_SERVICE_ADDR", "checkout.currency_addr"),
+    ("SHIPPING_SERVICE_ADDR", "checkout.shipping_addr"),
+    ("PAYMENT_SERVICE_ADDR", "checkout.payment_addr"),
+    ("EMAIL_SERVICE_ADDR", "checkout.email_addr"),
 ];
 
 /// The one key that is not a field of [`Settings`]: a libpq URL, expanded

@@ -180,7 +180,27 @@ mod config {
                 ("COLLECTOR_SERVICE_ADDR", "collector:4317"),
                 ("OTEL_SERVICE_NAME", "checkoutservice"),
                 ("DATABASE_URL", "postgres://db.example/orders"),
+                ("PORT", "7777"),
+                ("CART_SERVICE_ADDR", "cart:1"),
+                ("PRODUCT_CATALOG_SERVICE_ADDR", "catalog:2"),
+                ("CURRENCY_SERVICE_ADDR", "currency:3"),
+                ("SHIPPING_SERVICE_ADDR", "shipping:4"),
+                ("PAYMENT_SERVICE_ADDR", "payment:5"),
+                ("EMAIL_SERVICE_ADDR", "email:6"),
             ]),
+        );
+        let checkout = &settings.checkout;
+        assert_eq!(checkout.port, 7777);
+        assert_eq!(
+            [
+                &checkout.cart_addr,
+                &checkout.product_catalog_addr,
+                &checkout.currency_addr,
+                &checkout.shipping_addr,
+                &checkout.payment_addr,
+                &checkout.email_addr
+            ],
+            ["cart:1", "catalog:2", "currency:3", "shipping:4", "payment:5", "email:6"]
         );
         assert!(settings.telemetry.tracing_enabled);
         assert_eq!(settings.telemetry.collector_addr, "collector:4317");
@@ -189,7 +209,7 @@ mod config {
             Some("checkoutservice")
         );
         assert_eq!(settings.database.host, "db.example");
-        assert_eq!(ONLINE_BOUTIQUE_VARIABLES.len(), 4);
+        assert_eq!(ONLINE_BOUTIQUE_VARIABLES.len(), 11);
     }
 
     #[test]
