@@ -203,6 +203,9 @@ impl Database {
             .max_size(self.pool_max_size)
             .connection_timeout(self.connect_timeout)
             .test_on_check_out(true)
+            // Surface a refused connection at once instead of retrying
+            // until the timeout: callers decide (checkout answers UNAVAILABLE).
+            .retry_connection(false)
             .build_unchecked(PostgresConnectionManager::new(
                 self.config.clone(),
                 self.tls.clone(),

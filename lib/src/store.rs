@@ -327,6 +327,7 @@ impl Store {
     /// Writes `order` as `pending` with its items and first event, in one
     /// statement (one round trip, one commit). With an idempotency key that
     /// is already stored, writes nothing and says [`Created::Duplicate`].
+    #[tracing::instrument(name = "db.create_pending", skip_all, fields(db.system = "postgresql", db.operation = "INSERT orders"))]
     pub async fn create_pending(&self, order: &NewOrder) -> Result<Created, StoreError> {
         let currency = &order.user_currency;
         for money in std::iter::once(&order.shipping_cost)
@@ -387,6 +388,7 @@ impl Store {
     /// Moves a pending order to its final state and records one event per
     /// status change (`paid`, `shipped`, `completed`, or `failed`), in one
     /// statement.
+    #[tracing::instrument(name = "db.finish", skip_all, fields(db.system = "postgresql", db.operation = "UPDATE orders"))]
     pub async fn finish(&self, order_id: Uuid, outcome: &Outcome) -> Result<(), StoreError> {
         let (status, reason, transaction_id, tracking_id, events) = match outcome {
             Outcome::Completed {
@@ -461,6 +463,7 @@ impl Store {
     }
 
     /// The order with this id.
+    #[tracing::instrument(name = "db.get", skip_all, fields(db.system = "postgresql", db.operation = "SELECT orders"))]
     pub async fn get(&self, order_id: Uuid) -> Result<Option<Order>, StoreError> {
         let sql =
             format!("WITH page AS (SELECT * FROM orders WHERE order_id = $1) {SELECT_ORDERS}");
@@ -470,6 +473,7 @@ impl Store {
     }
 
     /// The order written with this idempotency key.
+    #[tracing::instrument(name = "db.get_by_idempotency_key", skip_all, fields(db.system = "postgresql", db.operation = "SELECT orders"))]
     pub async fn get_by_idempotency_key(&self, key: &str) -> Result<Option<Order>, StoreError> {
         let sql = format!(
             "WITH page AS (SELECT * FROM orders WHERE idempotency_key = $1) {SELECT_ORDERS}"
@@ -480,6 +484,7 @@ impl Store {
     }
 
     /// Up to `limit` orders of `user_id`, newest first, after `cursor` when given.
+    #[tracing::instrument(name = "db.list_for_user", skip_all, fields(db.system = "postgresql", db.operation = "SELECT orders"))]
     pub async fn list_for_user(
         &self,
         user_id: &str,
