@@ -23,13 +23,11 @@
 //! rewords `config`'s errors so that they name the key, where its value came
 //! from and what is accepted.
 //!
-//! Values are converted as the `config` crate converts them: strings (all
-//! that environment variables and flags hold) are parsed as the field's type
-//! asks, and so are TOML values of another type than the field's
-//! (`port = "5432"` works; so, silently, do `port = 1.7`, which becomes 2,
-//! and `host = 5`). Booleans also accept `1`/`0`, `yes`/`no` and `on`/`off`
-//! (Online Boutique says `ENABLE_TRACING=1`). An environment variable set to
-//! the empty string counts as unset.
+//! Values from the environment and `--set` are strings, parsed as the field's
+//! type asks (booleans also accept `1`/`0`, as `ENABLE_TRACING=1`, and
+//! `yes`/`no`, `on`/`off`); values in TOML files must have the field's type
+//! already, even where a later layer overrides them. An environment variable
+//! set to the empty string counts as unset.
 //!
 //! Secrets become [`SecretString`]s as the settings are built (the loader's
 //! intermediate copies are not zeroized); they never appear in `Debug`
@@ -598,7 +596,29 @@ fn file_layer(path: &Path) -> Result<Layer, ConfigError> {
     for (key, value) in flatten("", table) {
         layer.insert(key, value, Origin::File(path.to_owned()));
     }
+    check_types(&layer)?;
     Ok(layer)
+}
+
+/// A TOML value has a type: hold it to the field's. The `config` crate
+/// would convert it (`port = 1.7` to 2, `host = 5` to `"5"`); serde_json
+/// converts nothing, so it judges each value alone.
+fn check_types(layer: &Layer) -> Result<(), ConfigError> {
+    let known = layer
+        .0
+        .iter()
+        .filter(|(key, _)| KEYS.contains(key.as_str()));
+    for (key, entry) in known {
+        // Cannot fail: any `config` value is a JSON value.
+        let Ok(value) = serde_json::Value::deserialize(entry.value.clone()) else {
+            continue;
+        };
+        if let Err(error) = serde_json::from_value::<Settings>(nest(key, value)) {
+            let expected = accepted(key, &error.to_string());
+            return Err(invalid_value(key, entry, &expected));
+        }
+    }
+    Ok(())
 }
 
 /// `config`'s parse error quotes the offending line, which may hold a
@@ -793,7 +813,7 @@ fn explain(error: config::ConfigError, layers: &[Layer]) -> ConfigError {
             "a table".to_owned()
         },
         origin: entry.origin.clone(),
-        expected: accepted(&key).unwrap_or_else(|| plain(expected_in(&message))),
+        expected: accepted(&key, &message),
         key,
     }
 }
@@ -810,17 +830,25 @@ fn set_by<'a>(layers: &'a [Layer], key: &str) -> Option<(&'a String, &'a Entry)>
     })
 }
 
+/// What `key` accepts, in plain words; `message`, serde's error about the
+/// value, says it for the types that take an empty string.
+fn accepted(key: &str, message: &str) -> String {
+    type_expects(key).unwrap_or_else(|| plain(expected_in(message)))
+}
+
 /// What `key` accepts. serde knows: deserializing an empty string into the
 /// field fails with a message that names what its type wants (`expected
 /// u16`, `expected one of `disable`, ...`). A string field takes it: `None`.
-fn accepted(key: &str) -> Option<String> {
-    let probe = key
-        .rsplit('.')
-        .fold(serde_json::Value::from(""), |value, name| {
-            serde_json::Value::Object(serde_json::Map::from_iter([(name.to_owned(), value)]))
-        });
-    let error = serde_json::from_value::<Settings>(probe).err()?;
+fn type_expects(key: &str) -> Option<String> {
+    let error = serde_json::from_value::<Settings>(nest(key, "".into())).err()?;
     Some(plain(expected_in(&error.to_string())))
+}
+
+/// `value` at `key` in JSON: `database.port` as `{"database": {"port": value}}`.
+fn nest(key: &str, value: serde_json::Value) -> serde_json::Value {
+    key.rsplit('.').fold(value, |value, name| {
+        serde_json::Value::Object(serde_json::Map::from_iter([(name.to_owned(), value)]))
+    })
 }
 
 /// What a serde message says is expected; serde puts it last, after the
@@ -839,6 +867,7 @@ fn plain(expected: &str) -> String {
         ("u64", "an integer 0..=18446744073709551615"),
         ("a boolean", "true or false (or 1 or 0)"),
         ("a duration", "a duration such as 10s or 500ms"),
+        ("path string", "a file path"),
     ];
     match PLAIN.iter().find(|(serde, _)| *serde == expected) {
         Some((_, plain)) => (*plain).to_owned(),
@@ -1082,7 +1111,7 @@ mod tests {
     }
 
     #[test]
-    fn accepted_values_come_from_the_field_types() {
+    fn what_a_key_accepts_comes_from_its_type() {
         let cases = [
             ("database.port", Some("an integer 0..=65535")),
             ("database.pool_max_size", Some("an integer 0..=4294967295")),
@@ -1099,7 +1128,7 @@ mod tests {
             ("database.password", None),
         ];
         for (key, expected) in cases {
-            assert_eq!(accepted(key).as_deref(), expected, "{key}");
+            assert_eq!(type_expects(key).as_deref(), expected, "{key}");
         }
     }
 }
