@@ -629,8 +629,8 @@ fn parse_error(path: &Path, text: &str) -> ConfigError {
             error.span().map_or(0, |span| span.start),
             error.message().trim_end().to_owned(),
         ),
-        // `config` also rejects numbers that do not fit in 64 bits.
-        Ok(_) => (0, "a number is out of range".to_owned()),
+        // `config` parses with a newer `toml`; should the two ever disagree.
+        Ok(_) => (0, "the config crate rejects it".to_owned()),
     };
     let (line, column) = line_column(text, offset);
     ConfigError::ParseFile {
