@@ -17,9 +17,16 @@
 //! overrides the URL's host. Within one source, a key set explicitly wins
 //! over the same part of a URL.
 //!
+//! The [`config`] crate reads the files and the environment, merges the
+//! layers and deserializes them. This module adds the sources `config` has
+//! no notion of (secret files, Online Boutique variables, URLs, `--set`) and
+//! rewords `config`'s errors so that they name the key, where its value came
+//! from and what is accepted.
+//!
 //! Values from the environment and `--set` are strings, parsed as the field's
-//! type asks (booleans also accept `1` and `0`, as `ENABLE_TRACING=1`); values
-//! in TOML files must have the field's type already. An environment variable
+//! type asks (booleans also accept `1`/`0`, as `ENABLE_TRACING=1`, and
+//! `yes`/`no`, `on`/`off`); values in TOML files must have the field's type
+//! already, even where a later layer overrides them. An environment variable
 //! set to the empty string counts as unset.
 //!
 //! Secrets become [`SecretString`]s as the settings are built (the loader's
@@ -34,9 +41,9 @@ use std::sync::LazyLock;
 use std::time::Duration;
 use std::{fs, io};
 
+use config::{Config, Environment, File, FileFormat, Source, Value, ValueKind};
 use percent_encoding::percent_decode_str;
 use secrecy::SecretString;
-use serde::de::{self, Visitor};
 use serde::{Deserialize, Serialize};
 
 /// Everything the three binaries can be configured with.
@@ -400,7 +407,7 @@ impl FromStr for Override {
 
 impl fmt::Debug for Override {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let value = if KEYS.is_secret(&self.key) {
+        let value = if is_secret(&self.key) {
             REDACTED
         } else {
             &self.value
@@ -544,17 +551,17 @@ impl Settings {
     pub fn load(args: &ConfigArgs) -> Result<Settings, ConfigError> {
         let mut env = HashMap::new();
         for (name, value) in std::env::vars_os() {
-            let Ok(name) = name.into_string() else {
-                // None of our variables has a non-UTF-8 name.
+            // None of our variables has a non-UTF-8 name.
+            let Some(name) = name.to_str().filter(|name| is_our_variable(name)) else {
                 continue;
             };
-            if !is_our_variable(&name) {
-                continue;
-            }
+            // Checked here: the `config` crate would print the value.
             let value = value
                 .into_string()
-                .map_err(|_| ConfigError::EnvNotUnicode { name: name.clone() })?;
-            env.insert(name, value);
+                .map_err(|_| ConfigError::EnvNotUnicode {
+                    name: name.to_owned(),
+                })?;
+            env.insert(name.to_owned(), value);
         }
         Self::load_from(args, &env)
     }
@@ -564,23 +571,36 @@ impl Settings {
         args: &ConfigArgs,
         env: &HashMap<String, String>,
     ) -> Result<Settings, ConfigError> {
-        let mut files = args
+        // One layer per source, lowest precedence first. The defaults need
+        // none: every section is `#[serde(default)]`.
+        let mut layers = args
             .config
             .iter()
             .map(|path| file_layer(path))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut above = [
-            environment_layer(env),
-            online_boutique_layer(env),
-            flag_layer(&args.set),
-        ];
-        for layer in files.iter_mut().chain(above.iter_mut()) {
+        let files = layers.len();
+        layers.push(environment_layer(env)?);
+        layers.push(online_boutique_layer(env));
+        layers.push(flag_layer(&args.set));
+        // Expanded within its own layer, a URL's parts keep its precedence.
+        for layer in &mut layers {
             expand_url(layer)?;
-            KEYS.check(layer)?;
         }
-        let secrets = secret_file_layer(files.iter().chain(above.iter()))?;
-        let merged = merge(files.into_iter().chain([secrets]).chain(above));
-        deserialize(merged)
+        // Whichever layer names a secret file, its content ranks just above
+        // the files: a password in the environment still beats it.
+        let secrets = secret_file_layer(&layers)?;
+        layers.insert(files, secrets);
+
+        let merged = layers
+            .iter()
+            .fold(Config::builder(), |builder, layer| {
+                builder.add_source(layer.clone())
+            })
+            .build()
+            .map_err(|error| explain(error, &layers))?;
+        merged
+            .try_deserialize()
+            .map_err(|error| explain(error, &layers))
     }
 
     /// The settings as TOML, secrets shown as `[redacted]`, for printing.
@@ -601,8 +621,11 @@ impl DatabaseSettings {
     }
 }
 
+/// Whether the `config` crate's environment source (which ignores the case
+/// of the prefix) or the Online Boutique layer reads the variable `name`.
 fn is_our_variable(name: &str) -> bool {
-    name.starts_with(ENV_PREFIX)
+    let prefix = name.get(..ENV_PREFIX.len());
+    prefix.is_some_and(|prefix| prefix.eq_ignore_ascii_case(ENV_PREFIX))
         || ONLINE_BOUTIQUE_VARIABLES
             .iter()
             .any(|(var, _)| *var == name)
@@ -612,32 +635,104 @@ fn is_our_variable(name: &str) -> bool {
 // Layers
 
 /// One value and where it came from.
-#[derive(Debug)]
+#[derive(Clone)]
 struct Entry {
-    value: toml::Value,
+    value: Value,
     origin: Origin,
 }
 
-/// The keys (dotted) one source sets.
-type Layer = BTreeMap<String, Entry>;
+/// The values one source sets, by dotted key (`database.port`), so that
+/// URL expansion, secret files and error messages treat every source alike.
+#[derive(Clone, Default)]
+struct Layer(BTreeMap<String, Entry>);
+
+impl Layer {
+    fn insert(&mut self, key: String, value: impl Into<ValueKind>, origin: Origin) {
+        let value = Value::new(None, value);
+        self.0.insert(key, Entry { value, origin });
+    }
+}
+
+/// `config::Source` requires `Debug`: show the keys only, never a secret.
+impl fmt::Debug for Layer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
+impl Source for Layer {
+    fn clone_into_box(&self) -> Box<dyn Source + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    /// The builder nests the dotted keys into tables as it merges.
+    fn collect(&self) -> Result<config::Map<String, Value>, config::ConfigError> {
+        let values = self
+            .0
+            .iter()
+            .map(|(key, entry)| (key.clone(), entry.value.clone()));
+        Ok(values.collect())
+    }
+}
 
 fn file_layer(path: &Path) -> Result<Layer, ConfigError> {
+    // Read here rather than by `config::File::from(path)`, which would also
+    // try `PATH.toml`, replace bytes that are not UTF-8, and say "not found"
+    // whatever the operating system said.
     let text = fs::read_to_string(path).map_err(|error| ConfigError::ReadFile {
         path: path.to_owned(),
         error,
     })?;
-    let table = text.parse::<toml::Table>().map_err(|error| {
-        let (line, column) = line_column(&text, error.span().map_or(0, |span| span.start));
-        ConfigError::ParseFile {
-            path: path.to_owned(),
-            line,
-            column,
-            message: error.message().trim_end().to_owned(),
-        }
-    })?;
-    let mut layer = Layer::new();
-    flatten(&mut layer, "", table, &Origin::File(path.to_owned()));
+    let table = File::from_str(&text, FileFormat::Toml)
+        .collect()
+        .map_err(|_| parse_error(path, &text))?;
+    let mut layer = Layer::default();
+    for (key, value) in flatten("", table) {
+        layer.insert(key, value, Origin::File(path.to_owned()));
+    }
+    check_types(&layer)?;
     Ok(layer)
+}
+
+/// A TOML value has a type: hold it to the field's. The `config` crate
+/// would convert it (`port = 1.7` to 2, `host = 5` to `"5"`); serde_json
+/// converts nothing, so it judges each value alone.
+fn check_types(layer: &Layer) -> Result<(), ConfigError> {
+    let known = layer
+        .0
+        .iter()
+        .filter(|(key, _)| KEYS.contains(key.as_str()));
+    for (key, entry) in known {
+        // Cannot fail: any `config` value is a JSON value.
+        let Ok(value) = serde_json::Value::deserialize(entry.value.clone()) else {
+            continue;
+        };
+        if let Err(error) = serde_json::from_value::<Settings>(nest(key, value)) {
+            let expected = accepted(key, &error.to_string());
+            return Err(invalid_value(key, entry, &expected));
+        }
+    }
+    Ok(())
+}
+
+/// `config`'s parse error quotes the offending line, which may hold a
+/// secret: ask `toml` (the same parser) for the position and message alone.
+fn parse_error(path: &Path, text: &str) -> ConfigError {
+    let (offset, message) = match text.parse::<toml::Table>() {
+        Err(error) => (
+            error.span().map_or(0, |span| span.start),
+            error.message().trim_end().to_owned(),
+        ),
+        // `config` parses with a newer `toml`; should the two ever disagree.
+        Ok(_) => (0, "the config crate rejects it".to_owned()),
+    };
+    let (line, column) = line_column(text, offset);
+    ConfigError::ParseFile {
+        path: path.to_owned(),
+        line,
+        column,
+        message,
+    }
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -650,91 +745,77 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     )
 }
 
-/// Turns nested tables into dotted keys, so that every source looks alike.
-fn flatten(layer: &mut Layer, prefix: &str, table: toml::Table, origin: &Origin) {
+/// Nested tables as dotted keys: `{database: {port: 1}}` as `database.port`.
+fn flatten(prefix: &str, table: config::Map<String, Value>) -> Vec<(String, ValueKind)> {
+    let mut flat = Vec::new();
     for (name, value) in table {
         let key = if prefix.is_empty() {
             name
         } else {
             format!("{prefix}.{name}")
         };
-        match value {
-            toml::Value::Table(table) => flatten(layer, &key, table, origin),
-            value => {
-                let origin = origin.clone();
-                layer.insert(key, Entry { value, origin });
-            }
+        match value.kind {
+            ValueKind::Table(table) => flat.extend(flatten(&key, table)),
+            kind => flat.push((key, kind)),
         }
     }
+    flat
 }
 
-fn environment_layer(env: &HashMap<String, String>) -> Layer {
-    let mut vars = env
-        .iter()
-        .filter(|(_, value)| !value.is_empty())
-        .filter_map(|(name, value)| Some((name, name.strip_prefix(ENV_PREFIX)?, value)))
-        .collect::<Vec<_>>();
-    // Sorted so that two spellings of one key resolve the same way every time.
-    vars.sort();
-    vars.into_iter()
-        .map(|(name, rest, value)| {
-            let key = rest
-                .split(ENV_SEPARATOR)
-                .map(str::to_ascii_lowercase)
-                .collect::<Vec<_>>()
-                .join(".");
-            (key, text_entry(value, Origin::Env(name.clone())))
-        })
+fn environment_layer(env: &HashMap<String, String>) -> Result<Layer, ConfigError> {
+    let values = Environment::with_prefix(ENV_PREFIX.trim_end_matches(ENV_SEPARATOR))
+        .separator(ENV_SEPARATOR)
+        .ignore_empty(true)
+        .source(Some(env.clone().into_iter().collect()))
         .collect()
+        // It fails only on a value that is not UTF-8, which a `String` is.
+        .map_err(|_| ConfigError::Internal("the environment cannot be read".into()))?;
+    let mut layer = Layer::default();
+    for (key, value) in values {
+        // `config` says only "the environment"; the key tells the variable.
+        let name = key.replace('.', ENV_SEPARATOR).to_ascii_uppercase();
+        layer.insert(key, value.kind, Origin::Env(format!("{ENV_PREFIX}{name}")));
+    }
+    Ok(layer)
 }
 
 fn online_boutique_layer(env: &HashMap<String, String>) -> Layer {
-    ONLINE_BOUTIQUE_VARIABLES
-        .iter()
-        .filter_map(|(name, key)| {
-            let value = env.get(*name).filter(|value| !value.is_empty())?;
-            Some((
+    let mut layer = Layer::default();
+    for (name, key) in ONLINE_BOUTIQUE_VARIABLES {
+        if let Some(value) = env.get(*name).filter(|value| !value.is_empty()) {
+            layer.insert(
                 key.to_string(),
-                text_entry(value, Origin::Env(name.to_string())),
-            ))
-        })
-        .collect()
+                value.as_str(),
+                Origin::Env(name.to_string()),
+            );
+        }
+    }
+    layer
 }
 
 fn flag_layer(flags: &[Override]) -> Layer {
-    flags
-        .iter()
-        .map(|flag| (flag.key.clone(), text_entry(&flag.value, Origin::Flag)))
-        .collect()
-}
-
-fn text_entry(value: &str, origin: Origin) -> Entry {
-    Entry {
-        value: toml::Value::String(value.to_owned()),
-        origin,
+    let mut layer = Layer::default();
+    for flag in flags {
+        layer.insert(flag.key.clone(), flag.value.as_str(), Origin::Flag);
     }
+    layer
 }
 
-/// Reads the file named by every `*_file` key, as set by the highest layer,
-/// into the sibling key.
-fn secret_file_layer<'a>(layers: impl Iterator<Item = &'a Layer>) -> Result<Layer, ConfigError> {
+/// Reads the file named by every `*_file` key whose sibling is a setting,
+/// as the highest layer names it, into the sibling key.
+fn secret_file_layer(layers: &[Layer]) -> Result<Layer, ConfigError> {
     let mut named = BTreeMap::new();
-    for layer in layers {
-        for (key, entry) in layer {
-            if key.ends_with(FILE_SUFFIX) {
-                named.insert(key, entry);
-            }
+    for (key, entry) in layers.iter().flat_map(|layer| &layer.0) {
+        if let Some(target) = key.strip_suffix(FILE_SUFFIX)
+            && KEYS.contains(target)
+        {
+            named.insert(target, (key, entry));
         }
     }
-    let mut secrets = Layer::new();
-    for (key, entry) in named {
-        let Some(target) = key.strip_suffix(FILE_SUFFIX) else {
-            continue;
-        };
-        let toml::Value::String(path) = &entry.value else {
-            return Err(invalid_value(key, entry, "a file path"));
-        };
-        let path = PathBuf::from(path);
+    let mut secrets = Layer::default();
+    for (target, (key, entry)) in named {
+        let path = entry.value.clone().into_string();
+        let path = PathBuf::from(path.map_err(|_| invalid_value(key, entry, "a file path"))?);
         let mut content =
             fs::read_to_string(&path).map_err(|error| ConfigError::ReadSecretFile {
                 key: key.clone(),
@@ -742,86 +823,151 @@ fn secret_file_layer<'a>(layers: impl Iterator<Item = &'a Layer>) -> Result<Laye
                 error,
             })?;
         // Editors and `echo` end files with a newline that is not part of the secret.
-        if content.ends_with("\r\n") {
-            content.truncate(content.len() - 2);
-        } else if content.ends_with('\n') {
-            content.truncate(content.len() - 1);
+        if content.ends_with('\n') {
+            content.pop();
+            if content.ends_with('\r') {
+                content.pop();
+            }
         }
         let origin = Origin::SecretFile {
             key: key.clone(),
             path,
         };
-        let value = toml::Value::String(content);
-        secrets.insert(target.to_owned(), Entry { value, origin });
+        secrets.insert(target.to_owned(), content, origin);
     }
     Ok(secrets)
 }
 
-/// Later layers win.
-fn merge(layers: impl IntoIterator<Item = Layer>) -> Layer {
-    layers.into_iter().flatten().collect()
+/// Every key of [`Settings`], from its serialized defaults, so that the
+/// keys are listed nowhere else.
+static KEYS: LazyLock<BTreeSet<String>> = LazyLock::new(|| {
+    let defaults = Config::try_from(&Settings::default()).and_then(|config| config.collect());
+    // Nothing input can reach makes serializing the defaults fail.
+    let defaults = defaults.expect("the default settings serialize");
+    flatten("", defaults)
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect()
+});
+
+/// A secret is a key that can be read from a file (`password` has
+/// `password_file`), or the URL, which may hold the password.
+fn is_secret(key: &str) -> bool {
+    key == URL_KEY || KEYS.contains(format!("{key}{FILE_SUFFIX}").as_str())
 }
 
-/// The keys [`Settings`] has, derived from the type so that they are listed
-/// nowhere else.
-struct Keys(BTreeSet<String>);
+// ---------------------------------------------------------------------------
+// Errors
+//
+// The `config` crate names the key of a bad value but not its source (for
+// the environment, just "the environment"; for an integer out of range,
+// nothing), its words for what is accepted are the type's (`enum SslMode
+// does not have variant constructor verify_full`), and it quotes values,
+// secret or not. So only its key and kind of error are kept: the source
+// comes from the layers, the value is shown (or redacted) here, and what is
+// accepted comes from serde.
 
-static KEYS: LazyLock<Keys> = LazyLock::new(Keys::new);
-
-impl Keys {
-    fn new() -> Self {
-        // `Settings` serializes every field, `None` as null; nothing input
-        // can influence makes this fail.
-        let defaults =
-            serde_json::to_value(Settings::default()).expect("default settings serialize to JSON");
-        let mut keys = BTreeSet::from([URL_KEY.to_owned()]);
-        if let serde_json::Value::Object(sections) = defaults {
-            for (section, fields) in sections {
-                if let serde_json::Value::Object(fields) = fields {
-                    keys.extend(fields.keys().map(|field| format!("{section}.{field}")));
-                }
-            }
+/// Rewords an error of the `config` crate.
+fn explain(error: config::ConfigError, layers: &[Layer]) -> ConfigError {
+    let (key, message) = match &error {
+        config::ConfigError::Type { key, expected, .. } => {
+            (key.clone(), format!("expected {expected}"))
         }
-        Self(keys)
-    }
-
-    fn check(&self, layer: &Layer) -> Result<(), ConfigError> {
-        match layer.iter().find(|(key, _)| !self.0.contains(*key)) {
-            None => Ok(()),
-            Some((key, entry)) => Err(ConfigError::UnknownKey {
+        config::ConfigError::At { key, error, .. } => (key.clone(), error.to_string()),
+        config::ConfigError::Message(message) => (None, message.clone()),
+        // The others hold no value, and name no key to explain.
+        _ => return ConfigError::Internal(error.to_string()),
+    };
+    // serde's `deny_unknown_fields`: "unknown field `prot`, expected one of
+    // `host`, ...", where `key` is the section (or none, for a section).
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some((field, rest)) = rest.split_once('`')
+    {
+        let key = key.map_or_else(|| field.to_owned(), |section| format!("{section}.{field}"));
+        let expected = rest.strip_prefix(", expected ").unwrap_or("no key here");
+        return match set_by(layers, &key) {
+            Some((key, entry)) => ConfigError::UnknownKey {
                 key: key.clone(),
                 origin: entry.origin.clone(),
-                expected: self.expected(key),
-            }),
-        }
+                expected: plain(expected),
+            },
+            None => ConfigError::Internal(format!("unknown key `{key}`")),
+        };
     }
+    let found = key.as_deref().and_then(|key| set_by(layers, key));
+    let (Some(key), Some((set, entry))) = (key.clone(), found) else {
+        // Every value comes from a layer, so this is a bug; `message` may
+        // quote the value, and the value may be a secret.
+        return ConfigError::Internal(format!("expected {}", expected_in(&message)));
+    };
+    ConfigError::InvalidValue {
+        found: if *set == key {
+            describe(&key, &entry.value)
+        } else {
+            "a table".to_owned()
+        },
+        origin: entry.origin.clone(),
+        expected: accepted(&key, &message),
+        key,
+    }
+}
 
-    /// The keys a misspelt `key` may have meant.
-    fn expected(&self, key: &str) -> String {
-        let section = key.split('.').next().unwrap_or_default();
-        let siblings = self
+/// The entry that set `key`, or a key within it, in the highest layer that
+/// sets one: that value won the merge.
+fn set_by<'a>(layers: &'a [Layer], key: &str) -> Option<(&'a String, &'a Entry)> {
+    let within = format!("{key}.");
+    layers.iter().rev().find_map(|layer| {
+        layer
             .0
             .iter()
-            .filter(|known| known.split('.').next() == Some(section))
-            .map(String::as_str)
-            .collect::<Vec<_>>();
-        if siblings.is_empty() {
-            let mut sections = self
-                .0
-                .iter()
-                .filter_map(|known| known.split('.').next())
-                .collect::<Vec<_>>();
-            sections.dedup();
-            format!("a key in one of the sections {}", sections.join(", "))
-        } else {
-            format!("one of {}", siblings.join(", "))
-        }
-    }
+            .find(|(set, _)| *set == key || set.starts_with(&within))
+    })
+}
 
-    /// A secret is a key that can be read from a file (`password` has
-    /// `password_file`), or the URL, which may hold the password.
-    fn is_secret(&self, key: &str) -> bool {
-        key == URL_KEY || self.0.contains(&format!("{key}{FILE_SUFFIX}"))
+/// What `key` accepts, in plain words; `message`, serde's error about the
+/// value, says it for the types that take an empty string.
+fn accepted(key: &str, message: &str) -> String {
+    type_expects(key).unwrap_or_else(|| plain(expected_in(message)))
+}
+
+/// What `key` accepts. serde knows: deserializing an empty string into the
+/// field fails with a message that names what its type wants (`expected
+/// u16`, `expected one of `disable`, ...`). A string field takes it: `None`.
+fn type_expects(key: &str) -> Option<String> {
+    let error = serde_json::from_value::<Settings>(nest(key, "".into())).err()?;
+    Some(plain(expected_in(&error.to_string())))
+}
+
+/// `value` at `key` in JSON: `database.port` as `{"database": {"port": value}}`.
+fn nest(key: &str, value: serde_json::Value) -> serde_json::Value {
+    key.rsplit('.').fold(value, |value, name| {
+        serde_json::Value::Object(serde_json::Map::from_iter([(name.to_owned(), value)]))
+    })
+}
+
+/// What a serde message says is expected; serde puts it last, after the
+/// value (which may be a secret).
+fn expected_in(message: &str) -> &str {
+    message
+        .rsplit_once("expected ")
+        .map_or("another value", |(_, expected)| expected)
+}
+
+/// serde's words for what is accepted, made plainer.
+fn plain(expected: &str) -> String {
+    const PLAIN: &[(&str, &str)] = &[
+        ("u16", "an integer 0..=65535"),
+        ("u32", "an integer 0..=4294967295"),
+        ("u64", "an integer 0..=18446744073709551615"),
+        ("a boolean", "true or false (or 1 or 0)"),
+        ("a duration", "a duration such as 10s or 500ms"),
+        ("path string", "a file path"),
+    ];
+    match PLAIN.iter().find(|(serde, _)| *serde == expected) {
+        Some((_, plain)) => (*plain).to_owned(),
+        // A section, e.g. `struct DatabaseSettings`.
+        None if expected.starts_with("struct ") => "a table".to_owned(),
+        None => expected.replace('`', ""),
     }
 }
 
@@ -835,18 +981,16 @@ fn invalid_value(key: &str, entry: &Entry, expected: &str) -> ConfigError {
 }
 
 /// The value as an error message shows it.
-fn describe(key: &str, value: &toml::Value) -> String {
-    if KEYS.is_secret(key) {
+fn describe(key: &str, value: &Value) -> String {
+    if is_secret(key) {
         return REDACTED.to_owned();
     }
-    match value {
-        toml::Value::String(text) => format!("{text:?}"),
-        toml::Value::Integer(number) => number.to_string(),
-        toml::Value::Float(number) => number.to_string(),
-        toml::Value::Boolean(flag) => flag.to_string(),
-        toml::Value::Datetime(datetime) => datetime.to_string(),
-        toml::Value::Array(_) => "an array".to_owned(),
-        toml::Value::Table(_) => "a table".to_owned(),
+    match &value.kind {
+        ValueKind::String(text) => format!("{text:?}"),
+        ValueKind::Table(_) => "a table".to_owned(),
+        ValueKind::Array(_) => "an array".to_owned(),
+        ValueKind::Nil => "nothing".to_owned(),
+        kind => kind.to_string(),
     }
 }
 
@@ -881,26 +1025,21 @@ const URL_FORM: &str = "postgres://[user[:password]@][host][:port][/dbname][?par
 /// Replaces `database.url` by the keys its parts set. Keys the same layer
 /// sets explicitly win over the URL's parts: they are more specific.
 fn expand_url(layer: &mut Layer) -> Result<(), ConfigError> {
-    let Some(entry) = layer.remove(URL_KEY) else {
+    let Some(entry) = layer.0.remove(URL_KEY) else {
         return Ok(());
     };
-    let toml::Value::String(url) = &entry.value else {
-        return Err(invalid_value(URL_KEY, &entry, URL_FORM));
-    };
+    let url = entry.value.clone().into_string();
+    let url = url.map_err(|_| invalid_value(URL_KEY, &entry, URL_FORM))?;
     // Collected first so that later parts of the URL win among themselves.
-    let parts = parse_url(url, &entry.origin)?
+    let parts = parse_url(&url, &entry.origin)?
         .into_iter()
         .map(|(key, value, part)| (key, (value, part)))
         .collect::<BTreeMap<_, _>>();
     for (key, (value, part)) in parts {
-        let origin = Origin::Url {
-            part,
-            within: Box::new(entry.origin.clone()),
-        };
-        layer.entry(key.to_owned()).or_insert(Entry {
-            value: toml::Value::String(value),
-            origin,
-        });
+        if !layer.0.contains_key(key) {
+            let within = Box::new(entry.origin.clone());
+            layer.insert(key.to_owned(), value, Origin::Url { part, within });
+        }
     }
     Ok(())
 }
@@ -1020,334 +1159,6 @@ fn url_key(parameter: &str) -> Option<&'static str> {
         .map(|(_, key)| *key)
 }
 
-// ---------------------------------------------------------------------------
-// Deserialization
-//
-// Our own deserializer rather than the `config` crate's: that one coerces
-// silently (`port = 1.7` becomes 2, `port = true` becomes 1), loses the origin
-// of most errors and names neither the variants of an enum nor the range of
-// an integer. Here every leaf knows its key and origin, and what the field's
-// type asked for becomes the "expected" of the message.
-
-/// Deserializes the merged keys into `Settings`.
-fn deserialize(merged: Layer) -> Result<Settings, ConfigError> {
-    let mut sections = BTreeMap::<String, Layer>::new();
-    for (key, entry) in merged {
-        let section = key.split('.').next().unwrap_or_default().to_owned();
-        sections.entry(section).or_default().insert(key, entry);
-    }
-    Settings::deserialize(Sections(sections)).map_err(|error| match error {
-        DeError::Config(error) => error,
-        DeError::Custom(message) => ConfigError::Internal(message),
-    })
-}
-
-#[derive(Debug, thiserror::Error)]
-enum DeError {
-    /// Already names the key and origin.
-    #[error(transparent)]
-    Config(ConfigError),
-    #[error("{0}")]
-    Custom(String),
-}
-
-impl de::Error for DeError {
-    fn custom<T: fmt::Display>(message: T) -> Self {
-        Self::Custom(message.to_string())
-    }
-}
-
-/// What a leaf's type accepts; the caller adds key, origin and value.
-#[derive(Debug, thiserror::Error)]
-#[error("expected {0}")]
-struct Expected(String);
-
-impl de::Error for Expected {
-    fn custom<T: fmt::Display>(message: T) -> Self {
-        Self(message.to_string())
-    }
-}
-
-/// The top level: sections by name, each with its entries by dotted key.
-struct Sections(BTreeMap<String, Layer>);
-
-impl<'de> de::Deserializer<'de> for Sections {
-    type Error = DeError;
-
-    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        visitor.visit_map(SectionsAccess {
-            sections: self.0.into_iter(),
-            next: None,
-        })
-    }
-
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-        bytes byte_buf option unit unit_struct newtype_struct seq tuple
-        tuple_struct map struct enum identifier ignored_any
-    }
-}
-
-struct SectionsAccess {
-    sections: std::collections::btree_map::IntoIter<String, Layer>,
-    next: Option<Layer>,
-}
-
-impl<'de> de::MapAccess<'de> for SectionsAccess {
-    type Error = DeError;
-
-    fn next_key_seed<K: de::DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, DeError> {
-        let Some((name, entries)) = self.sections.next() else {
-            return Ok(None);
-        };
-        let name = seed
-            .deserialize(de::value::StringDeserializer::<DeError>::new(name))
-            .map_err(|error| match entries.iter().next() {
-                Some((key, entry)) => unknown_key(key, entry),
-                None => error,
-            })?;
-        self.next = Some(entries);
-        Ok(Some(name))
-    }
-
-    fn next_value_seed<V: de::DeserializeSeed<'de>>(
-        &mut self,
-        seed: V,
-    ) -> Result<V::Value, DeError> {
-        let entries = self
-            .next
-            .take()
-            .ok_or_else(|| DeError::Custom("a section was asked for before its name".into()))?;
-        seed.deserialize(Section(entries))
-    }
-}
-
-fn unknown_key(key: &str, entry: &Entry) -> DeError {
-    DeError::Config(ConfigError::UnknownKey {
-        key: key.to_owned(),
-        origin: entry.origin.clone(),
-        expected: KEYS.expected(key),
-    })
-}
-
-/// One section: its entries by dotted key.
-struct Section(Layer);
-
-impl<'de> de::Deserializer<'de> for Section {
-    type Error = DeError;
-
-    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        visitor.visit_map(SectionAccess {
-            entries: self.0.into_iter(),
-            next: None,
-        })
-    }
-
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-        bytes byte_buf option unit unit_struct newtype_struct seq tuple
-        tuple_struct map struct enum identifier ignored_any
-    }
-}
-
-struct SectionAccess {
-    entries: std::collections::btree_map::IntoIter<String, Entry>,
-    next: Option<(String, Entry)>,
-}
-
-impl<'de> de::MapAccess<'de> for SectionAccess {
-    type Error = DeError;
-
-    fn next_key_seed<K: de::DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, DeError> {
-        let Some((key, entry)) = self.entries.next() else {
-            return Ok(None);
-        };
-        let field = key.split_once('.').map_or(key.as_str(), |(_, field)| field);
-        let field = seed
-            .deserialize(de::value::StrDeserializer::<DeError>::new(field))
-            .map_err(|_| unknown_key(&key, &entry))?;
-        self.next = Some((key, entry));
-        Ok(Some(field))
-    }
-
-    fn next_value_seed<V: de::DeserializeSeed<'de>>(
-        &mut self,
-        seed: V,
-    ) -> Result<V::Value, DeError> {
-        let (key, entry) = self
-            .next
-            .take()
-            .ok_or_else(|| DeError::Custom("a value was asked for before its key".into()))?;
-        let found = describe(&key, &entry.value);
-        let origin = entry.origin;
-        seed.deserialize(Leaf(entry.value))
-            .map_err(|Expected(expected)| {
-                DeError::Config(ConfigError::InvalidValue {
-                    key,
-                    origin,
-                    found,
-                    expected,
-                })
-            })
-    }
-}
-
-/// One value. Strings (all that environment variables and flags can hold)
-/// are parsed into what the field asks for; TOML's own types must match.
-struct Leaf(toml::Value);
-
-/// What a visitor says it expects, reworded where serde's words are unclear.
-fn expecting<'de, V: Visitor<'de>>(visitor: &V) -> String {
-    let text = format!("{}", visitor as &dyn de::Expected);
-    match text.as_str() {
-        "a duration" => "a duration such as 10s or 500ms".to_owned(),
-        "path string" => "a file path".to_owned(),
-        _ => text,
-    }
-}
-
-/// Replaces a visitor's own error, which may quote the value, by ours.
-fn or_expected<T>(result: Result<T, Expected>, expected: String) -> Result<T, Expected> {
-    result.map_err(|_| Expected(expected))
-}
-
-macro_rules! deserialize_integers {
-    ($($method:ident $visit:ident $type:ty;)*) => {$(
-        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Expected> {
-            let expected = format!("an integer {}..={}", <$type>::MIN, <$type>::MAX);
-            let number = match &self.0 {
-                toml::Value::Integer(number) => <$type>::try_from(*number).ok(),
-                toml::Value::String(text) => text.parse::<$type>().ok(),
-                _ => None,
-            };
-            match number {
-                Some(number) => or_expected(visitor.$visit(number), expected),
-                None => Err(Expected(expected)),
-            }
-        }
-    )*};
-}
-
-impl<'de> de::Deserializer<'de> for Leaf {
-    type Error = Expected;
-
-    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Expected> {
-        let expected = expecting(&visitor);
-        let result = match self.0 {
-            toml::Value::String(text) => visitor.visit_string(text),
-            toml::Value::Integer(number) => visitor.visit_i64(number),
-            toml::Value::Float(number) => visitor.visit_f64(number),
-            toml::Value::Boolean(flag) => visitor.visit_bool(flag),
-            toml::Value::Datetime(datetime) => visitor.visit_string(datetime.to_string()),
-            toml::Value::Array(_) | toml::Value::Table(_) => return Err(Expected(expected)),
-        };
-        or_expected(result, expected)
-    }
-
-    fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Expected> {
-        // Online Boutique's manifests say ENABLE_TRACING=1.
-        let expected = || "true or false (or 1 or 0)".to_owned();
-        let flag = match &self.0 {
-            toml::Value::Boolean(flag) => Some(*flag),
-            toml::Value::String(text) => match text.to_ascii_lowercase().as_str() {
-                "true" | "1" => Some(true),
-                "false" | "0" => Some(false),
-                _ => None,
-            },
-            _ => None,
-        };
-        match flag {
-            Some(flag) => or_expected(visitor.visit_bool(flag), expected()),
-            None => Err(Expected(expected())),
-        }
-    }
-
-    deserialize_integers! {
-        deserialize_i8 visit_i8 i8;
-        deserialize_i16 visit_i16 i16;
-        deserialize_i32 visit_i32 i32;
-        deserialize_i64 visit_i64 i64;
-        deserialize_u8 visit_u8 u8;
-        deserialize_u16 visit_u16 u16;
-        deserialize_u32 visit_u32 u32;
-        deserialize_u64 visit_u64 u64;
-    }
-
-    fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Expected> {
-        let expected = || "a number".to_owned();
-        let number = match &self.0 {
-            toml::Value::Float(number) => Some(*number),
-            toml::Value::Integer(number) => Some(*number as f64),
-            toml::Value::String(text) => text.parse().ok(),
-            _ => None,
-        };
-        match number {
-            Some(number) => or_expected(visitor.visit_f64(number), expected()),
-            None => Err(Expected(expected())),
-        }
-    }
-
-    fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Expected> {
-        self.deserialize_f64(visitor)
-    }
-
-    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Expected> {
-        let expected = expecting(&visitor);
-        match self.0 {
-            toml::Value::String(text) => or_expected(visitor.visit_string(text), expected),
-            _ => Err(Expected(expected)),
-        }
-    }
-
-    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Expected> {
-        self.deserialize_string(visitor)
-    }
-
-    fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Expected> {
-        self.deserialize_string(visitor)
-    }
-
-    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Expected> {
-        // A key that is set is `Some`; leaving it out is how to say `None`.
-        visitor.visit_some(self)
-    }
-
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, Expected> {
-        visitor.visit_newtype_struct(self)
-    }
-
-    fn deserialize_enum<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        variants: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, Expected> {
-        let expected = format!("one of {}", variants.join(", "));
-        match self.0 {
-            toml::Value::String(text) if variants.contains(&text.as_str()) => or_expected(
-                visitor.visit_enum(de::value::StringDeserializer::new(text)),
-                expected,
-            ),
-            _ => Err(Expected(expected)),
-        }
-    }
-
-    serde::forward_to_deserialize_any! {
-        i128 u128 char bytes byte_buf unit unit_struct seq tuple tuple_struct
-        map struct ignored_any
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1356,24 +1167,26 @@ mod tests {
     fn tables_name_keys_that_exist() {
         let targets = ONLINE_BOUTIQUE_VARIABLES.iter().chain(URL_PARAMETERS);
         for (name, key) in targets {
-            assert!(KEYS.0.contains(*key), "{name} sets unknown key {key}");
+            assert!(
+                KEYS.contains(*key) || *key == URL_KEY,
+                "{name} sets unknown key {key}"
+            );
         }
-        assert!(KEYS.0.contains("database.password_file"));
+        assert!(KEYS.contains("database.password_file"));
     }
 
     /// `is_secret` follows a naming convention; check it against the type:
     /// every optional field set, the secrets are what serializes as redacted.
     #[test]
     fn secret_keys_are_the_fields_serialized_as_redacted() {
+        let field = |value: &serde_json::Value, key: &str| {
+            let (section, field) = key.split_once('.').unwrap();
+            value[section][field].clone()
+        };
         let defaults = serde_json::to_value(Settings::default()).unwrap();
         let set = KEYS
-            .0
             .iter()
-            .filter(|key| !key.ends_with(FILE_SUFFIX) && *key != URL_KEY)
-            .filter(|key| {
-                let (section, field) = key.split_once('.').unwrap();
-                defaults[section][field].is_null()
-            })
+            .filter(|key| !key.ends_with(FILE_SUFFIX) && field(&defaults, key).is_null())
             .map(|key| Override::new(key, "x"))
             .collect::<Vec<_>>();
         let args = ConfigArgs {
@@ -1383,19 +1196,33 @@ mod tests {
         let settings = Settings::load_from(&args, &HashMap::new()).unwrap();
         let serialized = serde_json::to_value(&settings).unwrap();
         let redacted = KEYS
-            .0
             .iter()
-            .filter(|key| {
-                let (section, field) = key.split_once('.').unwrap();
-                serialized[section][field] == REDACTED
-            })
+            .filter(|key| field(&serialized, key) == REDACTED)
             .collect::<BTreeSet<_>>();
-        let secret = KEYS
-            .0
-            .iter()
-            .filter(|key| KEYS.is_secret(key) && *key != URL_KEY)
-            .collect::<BTreeSet<_>>();
+        let secret = KEYS.iter().filter(|key| is_secret(key)).collect();
         assert_eq!(redacted, secret);
         assert_eq!(redacted.len(), 3);
+    }
+
+    #[test]
+    fn what_a_key_accepts_comes_from_its_type() {
+        let cases = [
+            ("database.port", Some("an integer 0..=65535")),
+            ("database.pool_max_size", Some("an integer 0..=4294967295")),
+            (
+                "telemetry.tracing_enabled",
+                Some("true or false (or 1 or 0)"),
+            ),
+            (
+                "migrator.lock_timeout",
+                Some("a duration such as 10s or 500ms"),
+            ),
+            ("telemetry.log_format", Some("json or text")),
+            ("database.host", None),
+            ("database.password", None),
+        ];
+        for (key, expected) in cases {
+            assert_eq!(type_expects(key).as_deref(), expected, "{key}");
+        }
     }
 }

@@ -214,14 +214,22 @@ mod config {
 
     #[test]
     fn enable_tracing_accepts_1_0_true_false() {
-        for (value, expected) in [("1", true), ("0", false), ("true", true), ("false", false)] {
+        // `yes`, `no`, `on` and `off` are the `config` crate's own leniency.
+        for (value, expected) in [
+            ("1", true),
+            ("0", false),
+            ("true", true),
+            ("false", false),
+            ("YES", true),
+            ("off", false),
+        ] {
             let settings = load(&args(&[], &[]), &env(&[("ENABLE_TRACING", value)]));
             assert_eq!(
                 settings.telemetry.tracing_enabled, expected,
                 "ENABLE_TRACING={value}"
             );
         }
-        let message = error(&args(&[], &[]), &env(&[("ENABLE_TRACING", "yes")])).to_string();
+        let message = error(&args(&[], &[]), &env(&[("ENABLE_TRACING", "maybe")])).to_string();
         assert!(message.contains("telemetry.tracing_enabled"), "{message}");
         assert!(
             message.contains("environment variable ENABLE_TRACING"),
@@ -485,7 +493,10 @@ mod config {
         let message = error(&args(&[&file], &[]), &env(&[])).to_string();
         assert!(message.contains("`database.prot`"), "{message}");
         assert!(message.contains(&file.display().to_string()), "{message}");
-        assert!(message.contains("database.port"), "{message}");
+        assert!(
+            message.contains("expected one of host, port, name"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -497,7 +508,7 @@ mod config {
             "{message}"
         );
         assert!(
-            message.contains("database, migrator, roles, telemetry"),
+            message.contains("expected one of database, roles, telemetry, migrator"),
             "{message}"
         );
     }
@@ -507,7 +518,10 @@ mod config {
         let message = error(&args(&[], &["telemetry.level=debug"]), &env(&[])).to_string();
         assert!(message.contains("`telemetry.level`"), "{message}");
         assert!(message.contains("--set"), "{message}");
-        assert!(message.contains("telemetry.log_level"), "{message}");
+        assert!(
+            message.contains("one of log_level, log_format"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -557,16 +571,30 @@ mod config {
     #[test]
     fn toml_values_are_not_coerced() {
         let dir = TempDir::new().unwrap();
-        for value in ["70000", "1.7", "true", "-1", "\"\""] {
+        for value in ["70000", "1.7", "true", "-1", "\"\"", "\"5432\"", "[1]"] {
             let file = write(&dir, "a.toml", &format!("[database]\nport = {value}\n"));
             let message = error(&args(&[&file], &[]), &env(&[])).to_string();
             assert!(message.contains("`database.port`"), "{message}");
+            assert!(message.contains(&file.display().to_string()), "{message}");
             assert!(message.contains("an integer 0..=65535"), "{message}");
         }
         let file = write(&dir, "a.toml", "[database]\nhost = 5\n");
         let message = error(&args(&[&file], &[]), &env(&[])).to_string();
         assert!(message.contains("`database.host`"), "{message}");
         assert!(message.contains("a string"), "{message}");
+        let file = write(&dir, "a.toml", "[telemetry]\ntracing_enabled = 1\n");
+        let message = error(&args(&[&file], &[]), &env(&[])).to_string();
+        assert!(message.contains("true or false"), "{message}");
+        // A file is checked whole, even where a later layer overrides it.
+        let file = write(&dir, "a.toml", "[database]\nport = 1.7\n");
+        let message = error(
+            &args(&[&file], &[]),
+            &env(&[("BOUTIQUE__DATABASE__PORT", "5")]),
+        );
+        assert!(
+            matches!(message, ConfigError::InvalidValue { .. }),
+            "{message}"
+        );
     }
 
     #[test]
@@ -661,7 +689,11 @@ mod config {
             let file = write(&dir, "a.toml", &toml);
             messages.push(error(&args(&[&file], &[]), &env(&[])).to_string());
         }
-        assert!(!messages[0].contains("987654321"), "{}", messages[0]);
+        assert!(
+            messages[0].contains("`database.password`"),
+            "{}",
+            messages[0]
+        );
         assert!(messages[0].contains("[redacted]"), "{}", messages[0]);
         // A misspelt secret key.
         messages.push(
