@@ -349,7 +349,10 @@ pub const ONLINE_BOUTIQUE_VARIABLES: &[(&str, &str)] = &[
     ("OTEL_SERVICE_NAME", "telemetry.service_name"),
     ("PORT", "checkout.port"),
     ("CART_SERVICE_ADDR", "checkout.cart_addr"),
-    ("PRODUCT_CATALOG_SERVICE_ADDR", "checkout.product_catalog_addr"),
+    (
+        "PRODUCT_CATALOG_SERVICE_ADDR",
+        "checkout.product_catalog_addr",
+    ),
     ("CURRENCY_SERVICE_ADDR", "checkout.currency_addr"),
     ("SHIPPING_SERVICE_ADDR", "checkout.shipping_addr"),
     ("PAYMENT_SERVICE_ADDR", "checkout.payment_addr"),

@@ -200,7 +200,14 @@ mod config {
                 &checkout.payment_addr,
                 &checkout.email_addr
             ],
-            ["cart:1", "catalog:2", "currency:3", "shipping:4", "payment:5", "email:6"]
+            [
+                "cart:1",
+                "catalog:2",
+                "currency:3",
+                "shipping:4",
+                "payment:5",
+                "email:6"
+            ]
         );
         assert!(settings.telemetry.tracing_enabled);
         assert_eq!(settings.telemetry.collector_addr, "collector:4317");

@@ -89,8 +89,14 @@ impl Downstream {
                 "product_catalog_addr",
                 &settings.product_catalog_addr,
             )?),
-            currency: CurrencyServiceClient::new(channel("currency_addr", &settings.currency_addr)?),
-            shipping: ShippingServiceClient::new(channel("shipping_addr", &settings.shipping_addr)?),
+            currency: CurrencyServiceClient::new(channel(
+                "currency_addr",
+                &settings.currency_addr,
+            )?),
+            shipping: ShippingServiceClient::new(channel(
+                "shipping_addr",
+                &settings.shipping_addr,
+            )?),
             payment: PaymentServiceClient::new(channel("payment_addr", &settings.payment_addr)?),
             email: EmailServiceClient::new(channel("email_addr", &settings.email_addr)?),
             timeout: settings.downstream_timeout,
@@ -100,7 +106,12 @@ impl Downstream {
     }
 
     /// Wraps `message` with the deadline and the current trace context.
-    fn request<T>(&self, service: &'static str, message: T, deadline: Option<Instant>) -> Result<Request<T>, CallError> {
+    fn request<T>(
+        &self,
+        service: &'static str,
+        message: T,
+        deadline: Option<Instant>,
+    ) -> Result<Request<T>, CallError> {
         let mut timeout = self.timeout;
         if let Some(deadline) = deadline {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -120,28 +131,57 @@ impl Downstream {
 
     /// `CartService/GetCart`.
     #[tracing::instrument(name = "hipstershop.CartService/GetCart", skip_all, fields(otel.kind = "client", rpc.system = "grpc"))]
-    pub async fn get_cart(&self, user_id: &str, deadline: Option<Instant>) -> Result<Cart, CallError> {
-        let request = self.request(CART, GetCartRequest { user_id: user_id.into() }, deadline)?;
+    pub async fn get_cart(
+        &self,
+        user_id: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Cart, CallError> {
+        let request = self.request(
+            CART,
+            GetCartRequest {
+                user_id: user_id.into(),
+            },
+            deadline,
+        )?;
         answer(CART, self.cart.clone().get_cart(request).await)
     }
 
     /// `CartService/EmptyCart`.
     #[tracing::instrument(name = "hipstershop.CartService/EmptyCart", skip_all, fields(otel.kind = "client", rpc.system = "grpc"))]
-    pub async fn empty_cart(&self, user_id: &str, deadline: Option<Instant>) -> Result<(), CallError> {
-        let request = self.request(CART, EmptyCartRequest { user_id: user_id.into() }, deadline)?;
+    pub async fn empty_cart(
+        &self,
+        user_id: &str,
+        deadline: Option<Instant>,
+    ) -> Result<(), CallError> {
+        let request = self.request(
+            CART,
+            EmptyCartRequest {
+                user_id: user_id.into(),
+            },
+            deadline,
+        )?;
         answer(CART, self.cart.clone().empty_cart(request).await).map(|_| ())
     }
 
     /// `ProductCatalogService/GetProduct`.
     #[tracing::instrument(name = "hipstershop.ProductCatalogService/GetProduct", skip_all, fields(otel.kind = "client", rpc.system = "grpc"))]
-    pub async fn get_product(&self, id: &str, deadline: Option<Instant>) -> Result<Product, CallError> {
+    pub async fn get_product(
+        &self,
+        id: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Product, CallError> {
         let request = self.request(CATALOG, GetProductRequest { id: id.into() }, deadline)?;
         answer(CATALOG, self.catalog.clone().get_product(request).await)
     }
 
     /// `CurrencyService/Convert`.
     #[tracing::instrument(name = "hipstershop.CurrencyService/Convert", skip_all, fields(otel.kind = "client", rpc.system = "grpc"))]
-    pub async fn convert(&self, from: Money, to_code: &str, deadline: Option<Instant>) -> Result<Money, CallError> {
+    pub async fn convert(
+        &self,
+        from: Money,
+        to_code: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Money, CallError> {
         let message = CurrencyConversionRequest {
             from: Some(from),
             to_code: to_code.into(),
@@ -153,7 +193,10 @@ impl Downstream {
     /// The currencies the currency service supports, cached for
     /// `checkout.currency_cache_ttl` (it answers unsupported ones with zero
     /// instead of an error, so checkout must know the list).
-    pub async fn supported_currencies(&self, deadline: Option<Instant>) -> Result<Arc<HashSet<String>>, CallError> {
+    pub async fn supported_currencies(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<Arc<HashSet<String>>, CallError> {
         let mut cache = self.supported_currencies.lock().await;
         if let Some((fetched, codes)) = cache.as_ref()
             && fetched.elapsed() < self.currency_cache_ttl
@@ -166,15 +209,29 @@ impl Downstream {
     }
 
     #[tracing::instrument(name = "hipstershop.CurrencyService/GetSupportedCurrencies", skip_all, fields(otel.kind = "client", rpc.system = "grpc"))]
-    async fn fetch_supported_currencies(&self, deadline: Option<Instant>) -> Result<HashSet<String>, CallError> {
+    async fn fetch_supported_currencies(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<HashSet<String>, CallError> {
         let request = self.request(CURRENCY, Empty {}, deadline)?;
-        let response = answer(CURRENCY, self.currency.clone().get_supported_currencies(request).await)?;
+        let response = answer(
+            CURRENCY,
+            self.currency
+                .clone()
+                .get_supported_currencies(request)
+                .await,
+        )?;
         Ok(response.currency_codes.into_iter().collect())
     }
 
     /// `ShippingService/GetQuote`.
     #[tracing::instrument(name = "hipstershop.ShippingService/GetQuote", skip_all, fields(otel.kind = "client", rpc.system = "grpc"))]
-    pub async fn get_quote(&self, address: &Address, items: &[CartItem], deadline: Option<Instant>) -> Result<Money, CallError> {
+    pub async fn get_quote(
+        &self,
+        address: &Address,
+        items: &[CartItem],
+        deadline: Option<Instant>,
+    ) -> Result<Money, CallError> {
         let message = GetQuoteRequest {
             address: Some(address.clone()),
             items: items.to_vec(),
@@ -189,7 +246,12 @@ impl Downstream {
 
     /// `ShippingService/ShipOrder`: the tracking id.
     #[tracing::instrument(name = "hipstershop.ShippingService/ShipOrder", skip_all, fields(otel.kind = "client", rpc.system = "grpc"))]
-    pub async fn ship_order(&self, address: &Address, items: &[CartItem], deadline: Option<Instant>) -> Result<String, CallError> {
+    pub async fn ship_order(
+        &self,
+        address: &Address,
+        items: &[CartItem],
+        deadline: Option<Instant>,
+    ) -> Result<String, CallError> {
         let message = ShipOrderRequest {
             address: Some(address.clone()),
             items: items.to_vec(),
@@ -200,7 +262,12 @@ impl Downstream {
 
     /// `PaymentService/Charge`: the transaction id.
     #[tracing::instrument(name = "hipstershop.PaymentService/Charge", skip_all, fields(otel.kind = "client", rpc.system = "grpc"))]
-    pub async fn charge(&self, amount: Money, card: CreditCardInfo, deadline: Option<Instant>) -> Result<String, CallError> {
+    pub async fn charge(
+        &self,
+        amount: Money,
+        card: CreditCardInfo,
+        deadline: Option<Instant>,
+    ) -> Result<String, CallError> {
         let message = ChargeRequest {
             amount: Some(amount),
             credit_card: Some(card),
@@ -211,17 +278,29 @@ impl Downstream {
 
     /// `EmailService/SendOrderConfirmation`.
     #[tracing::instrument(name = "hipstershop.EmailService/SendOrderConfirmation", skip_all, fields(otel.kind = "client", rpc.system = "grpc"))]
-    pub async fn send_confirmation(&self, email: &str, order: OrderResult, deadline: Option<Instant>) -> Result<(), CallError> {
+    pub async fn send_confirmation(
+        &self,
+        email: &str,
+        order: OrderResult,
+        deadline: Option<Instant>,
+    ) -> Result<(), CallError> {
         let message = SendOrderConfirmationRequest {
             email: email.into(),
             order: Some(order),
         };
         let request = self.request(EMAIL, message, deadline)?;
-        answer(EMAIL, self.email.clone().send_order_confirmation(request).await).map(|_| ())
+        answer(
+            EMAIL,
+            self.email.clone().send_order_confirmation(request).await,
+        )
+        .map(|_| ())
     }
 }
 
-fn answer<T>(service: &'static str, result: Result<tonic::Response<T>, Status>) -> Result<T, CallError> {
+fn answer<T>(
+    service: &'static str,
+    result: Result<tonic::Response<T>, Status>,
+) -> Result<T, CallError> {
     result
         .map(tonic::Response::into_inner)
         .map_err(|status| CallError { service, status })

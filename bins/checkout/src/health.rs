@@ -16,7 +16,11 @@ use tonic_health::server::HealthReporter;
 
 /// The service names health reports on; "" is the whole server, which
 /// Kubernetes gRPC probes ask about.
-pub const SERVICES: [&str; 3] = ["", "hipstershop.CheckoutService", "boutique.orders.v1.OrderHistory"];
+pub const SERVICES: [&str; 3] = [
+    "",
+    "hipstershop.CheckoutService",
+    "boutique.orders.v1.OrderHistory",
+];
 
 /// Lets request handlers ask for an immediate re-check after a database error.
 #[derive(Clone, Default)]
@@ -45,7 +49,12 @@ pub struct HealthWatch {
 
 impl HealthWatch {
     /// A watcher reporting through `reporter`.
-    pub fn new(reporter: HealthReporter, store: Option<Store>, persistence: Persistence, interval: Duration) -> Self {
+    pub fn new(
+        reporter: HealthReporter,
+        store: Option<Store>,
+        persistence: Persistence,
+        interval: Duration,
+    ) -> Self {
         Self {
             reporter,
             store,
@@ -110,14 +119,21 @@ impl HealthWatch {
             return false;
         };
         let version = async {
-            let conn = db::checkout(store.pool()).await.map_err(|e| e.to_string())?;
-            schema::current_version(&conn).await.map_err(|e| e.to_string())
+            let conn = db::checkout(store.pool())
+                .await
+                .map_err(|e| e.to_string())?;
+            schema::current_version(&conn)
+                .await
+                .map_err(|e| e.to_string())
         };
         match version.await {
             Ok(Some(version)) if version >= REQUIRED_VERSION => {
                 if !self.connected_once.swap(true, Ordering::Relaxed) {
                     tracing::info!("Successfully connected to PostgreSQL database");
-                    tracing::info!(schema_version = version, "Database connection established successfully");
+                    tracing::info!(
+                        schema_version = version,
+                        "Database connection established successfully"
+                    );
                 }
                 true
             }

@@ -4,7 +4,8 @@
 
 use orders::config::CheckoutSettings;
 use orders::proto::boutique::orders::v1::{
-    GetOrderRequest, ListOrdersRequest, ListOrdersResponse, Order, order_history_server::OrderHistory,
+    GetOrderRequest, ListOrdersRequest, ListOrdersResponse, Order,
+    order_history_server::OrderHistory,
 };
 use orders::store::{Cursor, Store, StoreError};
 use tonic::{Request, Response, Status};
@@ -32,16 +33,23 @@ impl History {
     }
 
     fn store(&self) -> Result<&Store, Status> {
-        self.store
-            .as_ref()
-            .ok_or_else(|| Status::failed_precondition("order history is off (checkout.persistence = off)"))
+        self.store.as_ref().ok_or_else(|| {
+            Status::failed_precondition("order history is off (checkout.persistence = off)")
+        })
     }
 }
 
 #[tonic::async_trait]
 impl OrderHistory for History {
-    async fn get_order(&self, request: Request<GetOrderRequest>) -> Result<Response<Order>, Status> {
-        let span = tracing::info_span!("boutique.orders.v1.OrderHistory/GetOrder", otel.kind = "server", rpc.system = "grpc");
+    async fn get_order(
+        &self,
+        request: Request<GetOrderRequest>,
+    ) -> Result<Response<Order>, Status> {
+        let span = tracing::info_span!(
+            "boutique.orders.v1.OrderHistory/GetOrder",
+            otel.kind = "server",
+            rpc.system = "grpc"
+        );
         propagation::adopt_remote_parent(&span, request.metadata());
         async {
             let id = &request.get_ref().order_id;
@@ -59,8 +67,15 @@ impl OrderHistory for History {
         .await
     }
 
-    async fn list_orders(&self, request: Request<ListOrdersRequest>) -> Result<Response<ListOrdersResponse>, Status> {
-        let span = tracing::info_span!("boutique.orders.v1.OrderHistory/ListOrders", otel.kind = "server", rpc.system = "grpc");
+    async fn list_orders(
+        &self,
+        request: Request<ListOrdersRequest>,
+    ) -> Result<Response<ListOrdersResponse>, Status> {
+        let span = tracing::info_span!(
+            "boutique.orders.v1.OrderHistory/ListOrders",
+            otel.kind = "server",
+            rpc.system = "grpc"
+        );
         propagation::adopt_remote_parent(&span, request.metadata());
         async {
             let request = request.into_inner();
@@ -69,12 +84,17 @@ impl OrderHistory for History {
             }
             let page_size = match request.page_size {
                 0 => self.default_page_size,
-                n if n < 0 => return Err(Status::invalid_argument("page_size must not be negative")),
+                n if n < 0 => {
+                    return Err(Status::invalid_argument("page_size must not be negative"));
+                }
                 n => u32::try_from(n).unwrap_or(u32::MAX).min(self.max_page_size),
             };
             let cursor = match request.page_token.as_str() {
                 "" => None,
-                token => Some(decode_token(token).ok_or_else(|| Status::invalid_argument("page_token is not valid"))?),
+                token => Some(
+                    decode_token(token)
+                        .ok_or_else(|| Status::invalid_argument("page_token is not valid"))?,
+                ),
             };
             // One extra row tells whether another page follows.
             let mut orders = self
@@ -129,9 +149,13 @@ fn decode_token(token: &str) -> Option<Cursor> {
         return None;
     }
     let micros = i64::from_be_bytes(rest[..8].try_into().ok()?);
-    let created_at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).ok()?;
+    let created_at =
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).ok()?;
     let order_id = Uuid::from_slice(&rest[8..]).ok()?;
-    Some(Cursor { created_at, order_id })
+    Some(Cursor {
+        created_at,
+        order_id,
+    })
 }
 
 #[cfg(test)]
@@ -141,11 +165,18 @@ mod tests {
     #[test]
     fn page_tokens_round_trip_and_reject_garbage() {
         let cursor = Cursor {
-            created_at: time::OffsetDateTime::from_unix_timestamp_nanos(1_764_000_000_123_456_000).unwrap(),
+            created_at: time::OffsetDateTime::from_unix_timestamp_nanos(1_764_000_000_123_456_000)
+                .unwrap(),
             order_id: Uuid::now_v7(),
         };
         assert_eq!(decode_token(&encode_token(&cursor)), Some(cursor));
-        for bad in ["", "zz", "00", &encode_token(&cursor)[2..], &format!("02{}", &encode_token(&cursor)[2..])] {
+        for bad in [
+            "",
+            "zz",
+            "00",
+            &encode_token(&cursor)[2..],
+            &format!("02{}", &encode_token(&cursor)[2..]),
+        ] {
             assert_eq!(decode_token(bad), None, "{bad}");
         }
     }

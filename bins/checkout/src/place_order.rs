@@ -130,7 +130,9 @@ impl PlaceOrder {
             Saved::No => false,
             Saved::Duplicate => {
                 let (Some(key), Some(store)) = (&key, &self.store) else {
-                    return Err(Status::internal("duplicate order without an idempotency key"));
+                    return Err(Status::internal(
+                        "duplicate order without an idempotency key",
+                    ));
                 };
                 let existing = store
                     .get_by_idempotency_key(key)
@@ -152,7 +154,13 @@ impl PlaceOrder {
                 let reason = error.status.message().to_owned();
                 tracing::warn!(%order_id, %reason, "payment refused");
                 if persisted {
-                    self.record(order_id, Outcome::Declined { reason: reason.clone() }).await;
+                    self.record(
+                        order_id,
+                        Outcome::Declined {
+                            reason: reason.clone(),
+                        },
+                    )
+                    .await;
                 }
                 return Err(charge_failed(&reason));
             }
@@ -238,7 +246,11 @@ impl PlaceOrder {
     }
 
     /// Step 2: everything priced in the user's currency.
-    async fn prepare(&self, checkout: &Checkout, deadline: Option<Instant>) -> Result<Prepared, Status> {
+    async fn prepare(
+        &self,
+        checkout: &Checkout,
+        deadline: Option<Instant>,
+    ) -> Result<Prepared, Status> {
         let currency = checkout.user_currency.as_str();
         let (supported, cart) = tokio::try_join!(
             self.downstream.supported_currencies(deadline),
@@ -275,7 +287,8 @@ impl PlaceOrder {
                 .get_quote(&checkout.address, &cart.items, deadline)
                 .await
                 .map_err(prepare_failed)?;
-            self.to_user_currency(quote, currency, "the shipping quote", deadline).await
+            self.to_user_currency(quote, currency, "the shipping quote", deadline)
+                .await
         };
         let (items, shipping_cost) = tokio::try_join!(items, shipping)?;
 
@@ -285,7 +298,9 @@ impl PlaceOrder {
                 .unit_cost
                 .checked_mul(item.quantity)
                 .and_then(|line| total.checked_add(&line))
-                .map_err(|e| Status::out_of_range(format!("the order total cannot be computed: {e}")))?;
+                .map_err(|e| {
+                    Status::out_of_range(format!("the order total cannot be computed: {e}"))
+                })?;
         }
         Ok(Prepared {
             cart: cart.items,
@@ -295,7 +310,12 @@ impl PlaceOrder {
         })
     }
 
-    async fn price_item(&self, item: &CartItem, currency: &str, deadline: Option<Instant>) -> Result<LineItem, Status> {
+    async fn price_item(
+        &self,
+        item: &CartItem,
+        currency: &str,
+        deadline: Option<Instant>,
+    ) -> Result<LineItem, Status> {
         let product = self
             .downstream
             .get_product(&item.product_id, deadline)
@@ -311,14 +331,19 @@ impl PlaceOrder {
                 }
             })?;
         let price = product.price_usd.ok_or_else(|| {
-            Status::internal(format!("the catalog has no price for product {}", item.product_id))
+            Status::internal(format!(
+                "the catalog has no price for product {}",
+                item.product_id
+            ))
         })?;
         let what = format!("the price of product {}", item.product_id);
         Ok(LineItem {
             product_id: item.product_id.clone(),
             // Checked positive in `prepare`.
             quantity: u32::try_from(item.quantity).unwrap_or(0),
-            unit_cost: self.to_user_currency(price, currency, &what, deadline).await?,
+            unit_cost: self
+                .to_user_currency(price, currency, &what, deadline)
+                .await?,
         })
     }
 
@@ -342,7 +367,9 @@ impl PlaceOrder {
             .await
             .map_err(prepare_failed)?;
         let converted = Money::try_from(&converted).map_err(|e| {
-            Status::internal(format!("the currency service converted {what} to invalid money: {e}"))
+            Status::internal(format!(
+                "the currency service converted {what} to invalid money: {e}"
+            ))
         })?;
         if converted.currency_code != currency {
             return Err(Status::internal(format!(
@@ -397,7 +424,12 @@ impl PlaceOrder {
     }
 
     /// Answers a repeated request from the first one's record.
-    async fn replay(&self, mut order: store::Order, user_id: &str, key: &str) -> Result<PlaceOrderResponse, Status> {
+    async fn replay(
+        &self,
+        mut order: store::Order,
+        user_id: &str,
+        key: &str,
+    ) -> Result<PlaceOrderResponse, Status> {
         if order.user_id != user_id {
             return Err(Status::failed_precondition(
                 "this idempotency-key was already used for another user's order",
@@ -407,7 +439,10 @@ impl PlaceOrder {
             return Err(Status::internal("replay without a store"));
         };
         let waited = Instant::now();
-        while matches!(order.status, OrderStatus::Pending | OrderStatus::Paid | OrderStatus::Shipped) {
+        while matches!(
+            order.status,
+            OrderStatus::Pending | OrderStatus::Paid | OrderStatus::Shipped
+        ) {
             if waited.elapsed() >= self.idempotency_wait {
                 return Err(Status::aborted(format!(
                     "order {} with this idempotency-key is still in progress; retry later",
@@ -445,10 +480,14 @@ impl PlaceOrder {
         if error.is_unavailable() {
             self.health.database_failed();
             tracing::error!(%error, "order database unavailable; refusing the order, nothing was charged");
-            Status::unavailable(format!("order database unavailable, nothing was charged: {error}"))
+            Status::unavailable(format!(
+                "order database unavailable, nothing was charged: {error}"
+            ))
         } else {
             tracing::error!(%error, "order database error; nothing was charged");
-            Status::internal(format!("order database error, nothing was charged: {error}"))
+            Status::internal(format!(
+                "order database error, nothing was charged: {error}"
+            ))
         }
     }
 }
@@ -461,7 +500,10 @@ enum Saved {
 
 #[tonic::async_trait]
 impl CheckoutService for PlaceOrder {
-    async fn place_order(&self, request: Request<PlaceOrderRequest>) -> Result<Response<PlaceOrderResponse>, Status> {
+    async fn place_order(
+        &self,
+        request: Request<PlaceOrderRequest>,
+    ) -> Result<Response<PlaceOrderResponse>, Status> {
         let span = tracing::info_span!(
             "hipstershop.CheckoutService/PlaceOrder",
             otel.kind = "server",
@@ -597,7 +639,16 @@ mod tests {
         for good in ["someone@example.com", "a.b+c@shop.example.co.uk"] {
             assert!(is_plausible_email(good), "{good}");
         }
-        for bad in ["", "someone", "@example.com", "a@b", "a@.com", "a@com.", "a b@c.d", "a@b@c.d"] {
+        for bad in [
+            "",
+            "someone",
+            "@example.com",
+            "a@b",
+            "a@.com",
+            "a@com.",
+            "a b@c.d",
+            "a@b@c.d",
+        ] {
             assert!(!is_plausible_email(bad), "{bad}");
         }
     }

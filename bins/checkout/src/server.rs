@@ -54,9 +54,9 @@ impl Running {
 /// Binds `checkout.listen_addr:checkout.port`.
 pub async fn bind(settings: &Settings) -> anyhow::Result<TcpListener> {
     let addr = SocketAddr::new(settings.checkout.listen_addr, settings.checkout.port);
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} (checkout.listen_addr, checkout.port / PORT)"))
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} (checkout.listen_addr, checkout.port / PORT)")
+    })
 }
 
 /// Starts checkout on `listener` with `settings`.
@@ -64,7 +64,9 @@ pub async fn start(settings: &Settings, listener: TcpListener) -> anyhow::Result
     let checkout = &settings.checkout;
     let store = match checkout.persistence {
         Persistence::Off => {
-            tracing::warn!("order persistence is off: orders are not stored (checkout.persistence = off)");
+            tracing::warn!(
+                "order persistence is off: orders are not stored (checkout.persistence = off)"
+            );
             None
         }
         _ => {
@@ -115,7 +117,10 @@ pub async fn start(settings: &Settings, listener: TcpListener) -> anyhow::Result
             .add_service(OrderHistoryServer::new(history))
             .add_service(health_service)
             .add_service(reflection)
-            .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown);
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                shutdown,
+            );
         tokio::pin!(server);
         let result = tokio::select! {
             result = &mut server => result.map_err(anyhow::Error::from),

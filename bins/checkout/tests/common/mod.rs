@@ -41,7 +41,11 @@ impl Shop {
     pub async fn start_in(cluster: &'static PgCluster, persistence: Persistence) -> Shop {
         let db = cluster.create_database().await.unwrap();
         let owner = db.settings();
-        let mut client = Database::new(&owner.database, "test").unwrap().connect().await.unwrap();
+        let mut client = Database::new(&owner.database, "test")
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
         Migrator::new(Duration::from_secs(30))
             .up(&mut client, &owner.roles)
             .await
@@ -82,7 +86,11 @@ impl Shop {
     }
 
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(self.endpoint()).unwrap().connect().await.unwrap()
+        Channel::from_shared(self.endpoint())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
     }
 
     pub async fn checkout(&self) -> CheckoutServiceClient<Channel> {
@@ -113,7 +121,9 @@ impl Shop {
             .unwrap()
             .into_iter()
             .filter_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).unwrap_or("NULL").to_owned()),
+                tokio_postgres::SimpleQueryMessage::Row(row) => {
+                    Some(row.get(0).unwrap_or("NULL").to_owned())
+                }
                 _ => None,
             })
             .collect()
