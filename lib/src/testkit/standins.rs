@@ -396,6 +396,11 @@ impl Downstream {
         self.control.calls(rpc)
     }
 
+    /// The W3C `traceparent` each call of `rpc` carried (`None`: no header).
+    pub fn traceparents(&self, rpc: Rpc) -> Vec<Option<String>> {
+        self.control.traceparents(rpc)
+    }
+
     /// Stops accepting, lets calls in flight finish, and waits for the
     /// servers to exit. Dropping `Downstream` stops them without waiting.
     pub async fn shutdown(mut self) {

@@ -81,7 +81,7 @@ pub(super) struct CartServer {
 #[tonic::async_trait]
 impl CartService for CartServer {
     async fn add_item(&self, request: Request<AddItemRequest>) -> Result<Response<Empty>, Status> {
-        self.control.enter(Rpc::AddItem).await?;
+        self.control.enter(Rpc::AddItem, request.metadata()).await?;
         let request = request.into_inner();
         let item = request.item.unwrap_or_default();
         self.state
@@ -90,7 +90,7 @@ impl CartService for CartServer {
     }
 
     async fn get_cart(&self, request: Request<GetCartRequest>) -> Result<Response<Cart>, Status> {
-        self.control.enter(Rpc::GetCart).await?;
+        self.control.enter(Rpc::GetCart, request.metadata()).await?;
         let user_id = request.into_inner().user_id;
         let items = lock(&self.state.carts)
             .get(&user_id)
@@ -103,7 +103,9 @@ impl CartService for CartServer {
         &self,
         request: Request<EmptyCartRequest>,
     ) -> Result<Response<Empty>, Status> {
-        self.control.enter(Rpc::EmptyCart).await?;
+        self.control
+            .enter(Rpc::EmptyCart, request.metadata())
+            .await?;
         let user_id = request.into_inner().user_id;
         lock(&self.state.carts).remove(&user_id);
         lock(&self.state.emptied).push(user_id);

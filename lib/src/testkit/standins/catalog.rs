@@ -195,9 +195,11 @@ pub(super) struct CatalogServer {
 impl ProductCatalogService for CatalogServer {
     async fn list_products(
         &self,
-        _request: Request<Empty>,
+        request: Request<Empty>,
     ) -> Result<Response<ListProductsResponse>, Status> {
-        self.control.enter(Rpc::ListProducts).await?;
+        self.control
+            .enter(Rpc::ListProducts, request.metadata())
+            .await?;
         Ok(Response::new(ListProductsResponse {
             products: self.catalog.products(),
         }))
@@ -207,7 +209,9 @@ impl ProductCatalogService for CatalogServer {
         &self,
         request: Request<GetProductRequest>,
     ) -> Result<Response<Product>, Status> {
-        self.control.enter(Rpc::GetProduct).await?;
+        self.control
+            .enter(Rpc::GetProduct, request.metadata())
+            .await?;
         let id = request.into_inner().id;
         match self.catalog.product(&id) {
             Some(product) => Ok(Response::new(product)),
@@ -220,7 +224,9 @@ impl ProductCatalogService for CatalogServer {
         &self,
         request: Request<SearchProductsRequest>,
     ) -> Result<Response<SearchProductsResponse>, Status> {
-        self.control.enter(Rpc::SearchProducts).await?;
+        self.control
+            .enter(Rpc::SearchProducts, request.metadata())
+            .await?;
         // Upstream: case-insensitive substring of the name or description.
         let query = request.into_inner().query.to_lowercase();
         let results = self

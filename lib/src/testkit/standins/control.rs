@@ -14,6 +14,8 @@ struct RpcControl {
     failure: Option<Failure>,
     latency: Duration,
     calls: usize,
+    /// The `traceparent` each call carried, in order.
+    traceparents: Vec<Option<String>>,
 }
 
 /// An injected failure.
@@ -32,12 +34,23 @@ pub(super) struct Control {
 }
 
 impl Control {
-    /// Counts the call, waits the injected latency, then fails if told to.
-    pub(super) async fn enter(&self, rpc: Rpc) -> Result<(), Status> {
+    /// Counts the call (and its trace context), waits the injected latency,
+    /// then fails if told to.
+    pub(super) async fn enter(
+        &self,
+        rpc: Rpc,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<(), Status> {
         let (latency, failure) = {
             let mut rpcs = self.lock();
             let control = rpcs.entry(rpc).or_default();
             control.calls += 1;
+            control.traceparents.push(
+                metadata
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+            );
             let failure = match &mut control.failure {
                 Some(failure) => {
                     let status = Status::new(failure.code, failure.message.clone());
@@ -91,6 +104,12 @@ impl Control {
 
     pub(super) fn calls(&self, rpc: Rpc) -> usize {
         self.lock().get(&rpc).map_or(0, |control| control.calls)
+    }
+
+    pub(super) fn traceparents(&self, rpc: Rpc) -> Vec<Option<String>> {
+        self.lock()
+            .get(&rpc)
+            .map_or_else(Vec::new, |control| control.traceparents.clone())
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<Rpc, RpcControl>> {

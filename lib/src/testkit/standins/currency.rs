@@ -108,9 +108,11 @@ pub(super) struct CurrencyServer {
 impl CurrencyService for CurrencyServer {
     async fn get_supported_currencies(
         &self,
-        _request: Request<Empty>,
+        request: Request<Empty>,
     ) -> Result<Response<GetSupportedCurrenciesResponse>, Status> {
-        self.control.enter(Rpc::GetSupportedCurrencies).await?;
+        self.control
+            .enter(Rpc::GetSupportedCurrencies, request.metadata())
+            .await?;
         Ok(Response::new(GetSupportedCurrenciesResponse {
             currency_codes: self.currency.supported(),
         }))
@@ -120,7 +122,7 @@ impl CurrencyService for CurrencyServer {
         &self,
         request: Request<CurrencyConversionRequest>,
     ) -> Result<Response<Money>, Status> {
-        self.control.enter(Rpc::Convert).await?;
+        self.control.enter(Rpc::Convert, request.metadata()).await?;
         if let Some(answer) = lock(&self.currency.answer).clone() {
             return Ok(Response::new(answer));
         }

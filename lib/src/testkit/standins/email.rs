@@ -43,7 +43,9 @@ impl EmailService for EmailServer {
         &self,
         request: Request<SendOrderConfirmationRequest>,
     ) -> Result<Response<Empty>, Status> {
-        self.control.enter(Rpc::SendOrderConfirmation).await?;
+        self.control
+            .enter(Rpc::SendOrderConfirmation, request.metadata())
+            .await?;
         lock(&self.sent).push(request.into_inner());
         Ok(Response::new(Empty {}))
     }

@@ -182,7 +182,7 @@ impl PaymentService for PaymentServer {
         &self,
         request: Request<ChargeRequest>,
     ) -> Result<Response<ChargeResponse>, Status> {
-        self.control.enter(Rpc::Charge).await?;
+        self.control.enter(Rpc::Charge, request.metadata()).await?;
         let request = request.into_inner();
         let amount = request.amount.unwrap_or_default();
         let card = request.credit_card.unwrap_or_default();

@@ -97,7 +97,9 @@ impl ShippingService for ShippingServer {
         &self,
         request: Request<GetQuoteRequest>,
     ) -> Result<Response<GetQuoteResponse>, Status> {
-        self.control.enter(Rpc::GetQuote).await?;
+        self.control
+            .enter(Rpc::GetQuote, request.metadata())
+            .await?;
         let cost_usd = lock(&self.state.quote)
             .clone()
             .unwrap_or_else(|| quote(&request.into_inner().items));
@@ -110,7 +112,9 @@ impl ShippingService for ShippingServer {
         &self,
         request: Request<ShipOrderRequest>,
     ) -> Result<Response<ShipOrderResponse>, Status> {
-        self.control.enter(Rpc::ShipOrder).await?;
+        self.control
+            .enter(Rpc::ShipOrder, request.metadata())
+            .await?;
         let request = request.into_inner();
         let tracking_id = tracking_id();
         lock(&self.state.shipments).push(Shipment {
