@@ -1,6 +1,7 @@
 //! Project tasks, run as `cargo xtask <task>`:
 //!
-//! - `test`: formatting, clippy with `-D warnings`, every test of the workspace.
+//! - `test`: formatting, clippy with `-D warnings`, every test of the workspace;
+//! - `demo`: the whole system on this machine (see `demo.rs`).
 //!
 //! Each step prints what it runs, so a failure in CI shows the exact command
 //! to repeat locally.
@@ -10,12 +11,16 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context as _, bail};
 
+mod demo;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
+        Some("demo") => demo::run(&workspace_root(), cargo),
+        Some(demo::SERVE_STANDINS) => demo::serve_standins(),
         _ => {
-            eprintln!("usage: cargo xtask test [-- <cargo test args>]");
+            eprintln!("usage: cargo xtask test [<cargo test args>] | cargo xtask demo");
             return ExitCode::from(2);
         }
     };
