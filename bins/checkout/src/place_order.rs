@@ -100,11 +100,8 @@ impl PlaceOrder {
         tracing::Span::current().record("user_id", checkout.user_id.as_str());
 
         // A repeat of a known key answers from the database straight away.
-        if let (Some(key), Some(store)) = (&key, &self.store)
-            && let Some(existing) = store
-                .get_by_idempotency_key(key)
-                .await
-                .map_err(|e| self.store_failed(e))?
+        if let Some(key) = &key
+            && let Some(existing) = self.find_by_key(key).await?
         {
             return self.replay(existing, &checkout.user_id, key).await;
         }
@@ -378,6 +375,22 @@ impl PlaceOrder {
             )));
         }
         Ok(converted)
+    }
+
+    /// The order an idempotency key already names, if any. In `best_effort`
+    /// mode a database failure only means the key cannot be honoured.
+    async fn find_by_key(&self, key: &str) -> Result<Option<store::Order>, Status> {
+        let Some(store) = &self.store else {
+            return Ok(None);
+        };
+        match store.get_by_idempotency_key(key).await {
+            Ok(found) => Ok(found),
+            Err(error) if self.persistence == Persistence::BestEffort => {
+                tracing::warn!(%error, "cannot look up the idempotency key (persistence best_effort)");
+                Ok(None)
+            }
+            Err(error) => Err(self.store_failed(error)),
+        }
     }
 
     /// Step 3, per persistence mode.
