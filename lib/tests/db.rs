@@ -212,3 +212,44 @@ async fn a_server_that_never_comes_up_fails_after_the_bound() {
     assert!(line.starts_with("gave up after"), "{line}");
     assert!(!line.contains('\n'), "{line}");
 }
+
+#[tokio::test]
+async fn unusable_certificate_settings_name_the_key() {
+    let mut settings = settings(SslMode::VerifyFull);
+    settings.sslrootcert = Some("/nonexistent/ca.crt".into());
+    let error = Database::new(&settings, "db-test").unwrap_err().to_string();
+    assert!(
+        error.contains("database.sslrootcert") && error.contains("/nonexistent/ca.crt"),
+        "{error}"
+    );
+
+    let mut settings = self::settings(SslMode::VerifyFull);
+    settings.sslcert = Some(PgCluster::shared().ca_cert());
+    let error = Database::new(&settings, "db-test").unwrap_err().to_string();
+    assert!(
+        error.contains("sslcert and database.sslkey must be given together"),
+        "{error}"
+    );
+
+    // A key file without a key in it.
+    settings.sslkey = Some(PgCluster::shared().ca_cert());
+    let error = Database::new(&settings, "db-test").unwrap_err().to_string();
+    assert!(error.contains("database.sslkey"), "{error}");
+}
+
+#[tokio::test]
+async fn a_client_certificate_loads_and_the_handshake_completes_with_it() {
+    // The server does not ask for one, so the login still works: this checks
+    // that a certificate and key from the test CA load and the handshake
+    // completes with them.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = orders::testkit::TestCa::new("client CA").unwrap();
+    let issued = ca.client_cert(SUPERUSER).unwrap();
+    let (cert, key) = (dir.path().join("client.crt"), dir.path().join("client.key"));
+    std::fs::write(&cert, issued.cert_pem).unwrap();
+    std::fs::write(&key, issued.key_pem).unwrap();
+    let mut settings = settings(SslMode::VerifyFull);
+    settings.sslcert = Some(cert);
+    settings.sslkey = Some(key);
+    assert_connects(&settings).await;
+}

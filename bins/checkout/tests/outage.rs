@@ -91,7 +91,9 @@ async fn best_effort_mode_places_the_order_and_logs_the_failure() {
 
     // With an idempotency key too: it cannot be honoured, but the order goes through.
     let mut keyed = tonic::Request::new(request("effort", "USD"));
-    keyed.metadata_mut().insert("idempotency-key", "effort-1".parse().unwrap());
+    keyed
+        .metadata_mut()
+        .insert("idempotency-key", "effort-1".parse().unwrap());
     shop.checkout().await.place_order(keyed).await.unwrap();
     assert_eq!(shop.downstream.payment.charges().len(), 1);
     assert_eq!(health(&shop).await, ServingStatus::Serving);
