@@ -62,19 +62,54 @@ pub fn run(args: &ConfigArgs, destination: Option<&str>, command: &Command) -> E
     code
 }
 
-/// The error and its causes on one line, without any secret we know of
-/// (a server's or store's message might quote one back).
+/// The error and its causes on one line, each cause once, without any
+/// secret we know of (a server's or store's message might quote one back).
 fn one_line(error: &anyhow::Error, secrets: &[String]) -> String {
-    let mut line = format!("{error:#}")
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = tidy(&cause.to_string());
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    for secret in secrets {
+        line = line.replace(secret.as_str(), orders::config::REDACTED);
+    }
+    line
+}
+
+/// One line, and an S3 error document (`<?xml ...><Error>...`) reduced to
+/// its code and message.
+fn tidy(text: &str) -> String {
+    let mut text = text
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join(" ");
-    for secret in secrets {
-        line = line.replace(secret.as_str(), orders::config::REDACTED);
+    while let Some(start) = text.find("<?xml") {
+        let end = text[start..]
+            .find("</Error>")
+            .map_or(text.len(), |e| start + e + "</Error>".len());
+        let element = |name: &str| {
+            let open = format!("<{name}>");
+            let close = format!("</{name}>");
+            let from = text[start..end].find(&open)? + start + open.len();
+            let to = text[from..end].find(&close)? + from;
+            Some(text[from..to].to_owned())
+        };
+        let summary = match (element("Code"), element("Message")) {
+            (Some(code), Some(message)) => format!("{code} ({message})"),
+            (Some(code), None) => code,
+            _ => "an error document".to_owned(),
+        };
+        text.replace_range(start..end, &summary);
     }
-    line
+    text
 }
 
 fn secrets(settings: &Settings) -> Vec<String> {
@@ -291,4 +326,29 @@ async fn list(destination: &Destination, json: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_become_one_line_without_repeats_or_secrets() {
+        let error = anyhow::anyhow!("bad\nthing for s3cr3t-value")
+            .context("inner: bad thing for s3cr3t-value")
+            .context("outer");
+        let line = one_line(&error, &["s3cr3t-value".to_owned()]);
+        assert_eq!(line, "outer: inner: bad thing for [redacted]");
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn s3_error_documents_are_reduced_to_code_and_message() {
+        let text = "404 Not Found: <?xml version=\"1.0\"?>\n<Error><Code>NoSuchBucket</Code>\
+                    <Message>The specified bucket does not exist</Message><RequestId>x</RequestId></Error>";
+        assert_eq!(
+            tidy(text),
+            "404 Not Found: NoSuchBucket (The specified bucket does not exist)"
+        );
+    }
 }

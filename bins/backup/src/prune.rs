@@ -103,12 +103,12 @@ pub async fn prune(
         }
     }
     if protected.is_none() && !listing.backups.is_empty() {
-        return Err(Failure::Damaged(format!(
-            "none of the {} backups at {} verifies; removing nothing",
-            listing.backups.len(),
-            destination.url()
-        ))
-        .into());
+        let url = destination.url();
+        let problem = match listing.backups.len() {
+            1 => format!("the only backup at {url} does not verify"),
+            n => format!("none of the {n} backups at {url} verifies"),
+        };
+        return Err(Failure::Damaged(format!("{problem}; removing nothing")).into());
     }
     let names: Vec<BackupName> = listing.backups.iter().map(|b| b.name.clone()).collect();
     let now = OffsetDateTime::now_utc();

@@ -77,11 +77,9 @@ pub async fn restore(
             if is_damaged(&error) || !read_failed(&error) {
                 return Err(error);
             }
-            let diagnosis = read.diagnose(None).await;
-            return Err(if is_damaged(&diagnosis) {
-                diagnosis
-            } else {
-                error
+            return Err(match read.raw_mismatch().await {
+                Some(diagnosis) if is_damaged(&diagnosis) => diagnosis,
+                _ => error,
             });
         }
     };
@@ -236,8 +234,13 @@ async fn restore_in(
         }
         if !filled.is_empty() {
             if !replace {
+                let (tables, have) = if filled.len() == 1 {
+                    ("table", "has")
+                } else {
+                    ("tables", "have")
+                };
                 return Err(Failure::Refused(format!(
-                    "the target database is not empty (table {} has rows); nothing was changed; use --replace to replace everything",
+                    "the target database is not empty ({tables} {} {have} rows); nothing was changed; use --replace to replace everything",
                     filled.join(", ")
                 ))
                 .into());

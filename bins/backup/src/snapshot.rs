@@ -217,7 +217,9 @@ async fn write(
                 table.name
             )
         };
-        let stream = bounded(waiting, stall, stop, tx.copy_out(&copy_out)).await??;
+        let stream = bounded(waiting, stall, stop, tx.copy_out(&copy_out))
+            .await?
+            .with_context(|| format!("cannot start copying table {}", table.name))?;
         let mut stream = pin!(stream);
         loop {
             let reading = || format!("reading table {} from PostgreSQL", table.name);

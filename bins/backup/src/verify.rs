@@ -91,11 +91,17 @@ impl<'a> CheckedRead<'a> {
         }
         let event = match self.parser.next().await {
             Ok(event) => event,
-            Err(error) => return Err(self.diagnose(Some(&error)).await),
+            Err(error) => {
+                let damaged = self.damaged(read_problem(&error));
+                return Err(self.raw_mismatch().await.unwrap_or(damaged));
+            }
         };
         match event {
             Some(Event::TableEnd(entry)) => {
-                self.check_table(&entry)?;
+                if let Err(error) = self.check_table(&entry) {
+                    // Changed bytes explain a changed table best.
+                    return Err(self.raw_mismatch().await.unwrap_or(error));
+                }
                 Ok(Some(Event::TableEnd(entry)))
             }
             Some(event) => Ok(Some(event)),
@@ -175,10 +181,11 @@ impl<'a> CheckedRead<'a> {
         Ok(())
     }
 
-    /// Turns a failure to read the artifact into the most precise message:
-    /// the artifact is read again, whole, and its size and checksum say
-    /// whether it was damaged; if they match, `error` itself is the problem.
-    pub async fn diagnose(&self, error: Option<&ArchiveError>) -> anyhow::Error {
+    /// Reads the artifact again, whole, and compares its size and checksum
+    /// with the manifest: `Some` damage report when they differ (or it
+    /// cannot be read). A failure in the middle of a read is explained
+    /// best by this, when it applies.
+    pub async fn raw_mismatch(&self) -> Option<anyhow::Error> {
         let tally = SharedTally::default();
         let mut reader =
             TallyReader::new(self.destination.artifact_reader(&self.meta), tally.clone());
@@ -187,32 +194,42 @@ impl<'a> CheckedRead<'a> {
             match reader.read(&mut buf).await {
                 Ok(0) => break,
                 Ok(_) => {}
-                Err(read_error) => {
-                    return anyhow::Error::new(read_error).context(format!(
+                Err(error) => {
+                    return Some(anyhow::Error::new(error).context(format!(
                         "cannot read {} again to check it",
                         self.name.artifact()
-                    ));
+                    )));
                 }
             }
         }
         let raw = tally.get();
-        let cause = error.map(|e| format!(" ({e})")).unwrap_or_default();
         if raw.bytes() != self.manifest.artifact_bytes {
-            let text = size_mismatch(&self.name, raw.bytes(), self.manifest.artifact_bytes);
-            return Failure::Damaged(format!("{text}{cause}")).into();
+            return Some(
+                Failure::Damaged(size_mismatch(
+                    &self.name,
+                    raw.bytes(),
+                    self.manifest.artifact_bytes,
+                ))
+                .into(),
+            );
         }
         if raw.sha256() != self.manifest.artifact_sha256 {
-            return self.damaged(format!(
-                "{}{cause}",
-                checksum_mismatch(&self.name, &raw.sha256(), &self.manifest.artifact_sha256)
-            ));
+            return Some(self.damaged(checksum_mismatch(
+                &self.name,
+                &raw.sha256(),
+                &self.manifest.artifact_sha256,
+            )));
         }
-        match error {
-            // The bytes are the ones the manifest describes, yet they do not
-            // read as an artifact: damaged before the checksum was taken.
-            Some(error) => self.damaged(error.to_string()),
-            None => anyhow::anyhow!("the artifact {} matches its manifest", self.name.artifact()),
-        }
+        None
+    }
+}
+
+/// What a failure to read an artifact as one says about it.
+fn read_problem(error: &ArchiveError) -> String {
+    match error {
+        // Most often a corrupt gzip stream.
+        ArchiveError::Io(error) => format!("it does not decompress: {error}"),
+        error => error.to_string(),
     }
 }
 
