@@ -332,3 +332,94 @@ async fn restore_in(
     progress.finish();
     Ok((applied, replaced))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{FORMAT, MigrationEntry};
+
+    fn manifest(versions: &[(i32, &str)]) -> Manifest {
+        Manifest {
+            format: FORMAT,
+            name: "orders-20261125T051900Z".into(),
+            artifact: "orders-20261125T051900Z.sql.gz".into(),
+            compression: "gzip".into(),
+            tool: "backup".into(),
+            tool_version: "0".into(),
+            started_at: String::new(),
+            finished_at: String::new(),
+            database: "ordersdb".into(),
+            server_version: "17".into(),
+            schema: "public".into(),
+            schema_version: versions.last().map_or(0, |(v, _)| *v),
+            migrations: versions
+                .iter()
+                .map(|(version, checksum)| MigrationEntry {
+                    version: *version,
+                    file: format!("{version:04}_x.sql"),
+                    checksum: (*checksum).into(),
+                })
+                .collect(),
+            history_table: "schema_migrations".into(),
+            tables: Vec::new(),
+            artifact_bytes: 0,
+            artifact_sha256: String::new(),
+            sql_bytes: 0,
+            sql_sha256: String::new(),
+        }
+    }
+
+    fn target(history: &[(i32, &str)], existing: &[&str]) -> Target {
+        Target {
+            history: history.iter().map(|(v, c)| (*v, (*c).to_owned())).collect(),
+            has_history: !history.is_empty(),
+            existing: existing.iter().map(|t| (*t).to_owned()).collect(),
+        }
+    }
+
+    fn refusal(result: anyhow::Result<BTreeSet<i32>>) -> String {
+        let error = result.unwrap_err();
+        assert!(
+            matches!(error.downcast_ref::<Failure>(), Some(Failure::Refused(_))),
+            "{error}"
+        );
+        error.to_string()
+    }
+
+    #[test]
+    fn an_empty_database_gets_every_migration() {
+        let present = plan(&target(&[], &[]), &manifest(&[(1, "a"), (2, "b")])).unwrap();
+        assert!(present.is_empty());
+    }
+
+    #[test]
+    fn a_database_behind_the_backup_gets_the_missing_migrations() {
+        let backup = manifest(&[(1, "a"), (2, "b"), (3, "c")]);
+        let present = plan(&target(&[(1, "a")], &["orders"]), &backup).unwrap();
+        assert_eq!(present, BTreeSet::from([1]));
+        let present = plan(
+            &target(&[(1, "a"), (2, "b"), (3, "c")], &["orders"]),
+            &backup,
+        )
+        .unwrap();
+        assert_eq!(present, BTreeSet::from([1, 2, 3]));
+    }
+
+    #[test]
+    fn a_newer_or_different_schema_is_refused() {
+        let backup = manifest(&[(1, "a"), (2, "b")]);
+        let newer = refusal(plan(&target(&[(1, "a"), (2, "b"), (3, "c")], &[]), &backup));
+        assert!(newer.contains("version 3"), "{newer}");
+        let changed = refusal(plan(&target(&[(1, "a"), (2, "X")], &[]), &backup));
+        assert!(changed.contains("migration 2 differs"), "{changed}");
+    }
+
+    #[test]
+    fn tables_without_a_history_are_refused() {
+        let message = refusal(plan(&target(&[], &["orders"]), &manifest(&[(1, "a")])));
+        assert!(
+            message.contains("table orders but no schema_migrations"),
+            "{message}"
+        );
+    }
+}

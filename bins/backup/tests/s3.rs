@@ -207,7 +207,17 @@ async fn run_list_verify_restore_and_prune_work_on_s3_as_on_a_volume() {
     let first = s3_ok(&config, &["--destination", &url, "run"]);
     let first = backup_name(&first);
     std::thread::sleep(Duration::from_millis(1100));
-    let output = s3_ok(&config, &["--destination", &url, "run"]);
+    // Debug logs too (object_store, reqwest, hyper) keep the credentials out.
+    let output = s3_ok(
+        &config,
+        &[
+            "--destination",
+            &url,
+            "--set",
+            "telemetry.log_level=trace",
+            "run",
+        ],
+    );
     let second = backup_name(&output);
     for stream in [text(&output.stdout), text(&output.stderr)] {
         assert!(

@@ -708,3 +708,95 @@ async fn bad_configuration_exits_2_naming_the_problem() {
     );
     assert!(stderr.contains("not a backup name"), "{stderr}");
 }
+
+/// Peak memory (KiB) and wall time of a command, via Python's getrusage.
+fn measure(command: &mut std::process::Command) -> (u64, Duration, std::process::Output) {
+    let program = command.get_program().to_owned();
+    let args: Vec<_> = command.get_args().map(|a| a.to_owned()).collect();
+    let envs: Vec<_> = command
+        .get_envs()
+        .map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned())))
+        .collect();
+    let mut wrapped = std::process::Command::new("python3");
+    wrapped
+        .arg("-c")
+        .arg(
+            "import resource, subprocess, sys\n\
+             r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL)\n\
+             print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n\
+             sys.exit(r.returncode)",
+        )
+        .arg(program)
+        .args(args);
+    for (key, value) in envs {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    let started = Instant::now();
+    let output = wrapped.output().unwrap();
+    let elapsed = started.elapsed();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let kib = text(&output.stdout).trim().parse().unwrap();
+    (kib, elapsed, output)
+}
+
+/// Not a check: figures for the benchmark issue. Run with
+/// `cargo test -p backup --release --test volume -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement, minutes long"]
+async fn measure_backup_and_restore_of_a_million_orders_next_to_pg_dump() {
+    let s = source(0).await;
+    let owner = s.db.settings().database;
+    let client = connect(&owner).await;
+    for chunk in 0..10 {
+        seed_bulk(&client, chunk * 100_000 + 1, 100_000).await;
+    }
+    client.batch_execute("VACUUM ANALYZE").await.unwrap();
+    let (backup_kib, backup_time, _) =
+        measure(&mut backup(&s.config, &["--destination", &s.url, "run"]));
+    let name = listed(&s.config, &s.url).remove(0);
+    let size = fs::metadata(s.artifact(&name)).unwrap().len();
+
+    let database = backup_role(&s.db);
+    let dump_file = s.ws.path("pg_dump.sql");
+    let mut pg_dump = std::process::Command::new(psql().with_file_name("pg_dump"));
+    pg_dump
+        .args(["--data-only", "-f"])
+        .arg(&dump_file)
+        .arg(format!(
+            "host={} port={} dbname={} user={} sslmode=verify-full sslrootcert={}",
+            database.host,
+            database.port,
+            database.name,
+            database.user,
+            database.sslrootcert.as_ref().unwrap().display()
+        ))
+        .env(
+            "PGPASSWORD",
+            secrecy::ExposeSecret::expose_secret(database.password.as_ref().unwrap()),
+        );
+    let (dump_kib, dump_time, _) = measure(&mut pg_dump);
+    let dump_size = fs::metadata(&dump_file).unwrap().len();
+
+    let target = empty_db().await;
+    let (restore_kib, restore_time, _) = measure(&mut backup(
+        &s.target_config(&target),
+        &["--destination", &s.url, "restore", "latest"],
+    ));
+    let (verify_kib, verify_time, _) = measure(&mut backup(
+        &s.config,
+        &["--destination", &s.url, "verify", "latest"],
+    ));
+    println!(
+        "{}",
+        serde_json::json!({
+            "orders": 1_000_000,
+            "backup_run": {"seconds": backup_time.as_secs_f64(), "peak_rss_kib": backup_kib, "artifact_bytes": size},
+            "backup_verify": {"seconds": verify_time.as_secs_f64(), "peak_rss_kib": verify_kib},
+            "backup_restore": {"seconds": restore_time.as_secs_f64(), "peak_rss_kib": restore_kib},
+            "pg_dump_data_only": {"seconds": dump_time.as_secs_f64(), "peak_rss_kib": dump_kib, "bytes_uncompressed": dump_size},
+        })
+    );
+}
