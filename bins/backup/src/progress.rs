@@ -87,11 +87,13 @@ impl Progress {
         }
     }
 
-    /// Ends the terminal line.
-    pub fn finish(&mut self) {
+    /// Erases the terminal line, so that a log or error line does not
+    /// land in the middle of it; the next update draws it again.
+    pub fn clear(&mut self) {
         if self.drawn {
             let mut stderr = std::io::stderr().lock();
-            let _ = writeln!(stderr);
+            let _ = write!(stderr, "\r\x1b[2K");
+            let _ = stderr.flush();
             self.drawn = false;
         }
     }
@@ -100,7 +102,7 @@ impl Progress {
 impl Drop for Progress {
     fn drop(&mut self) {
         // An error message must start on a line of its own.
-        self.finish();
+        self.clear();
     }
 }
 

@@ -60,13 +60,13 @@ pub async fn restore(
     let database = Database::new(&settings.database, "backup")?;
     tracing::info!(backup = %backup.name, target_db = %database.target(), "restoring");
     // Our own connection: one on which a COPY failed is not reused.
-    let mut client = database.connect_with_retry().await?;
+    let mut client = tokio::select! {
+        client = database.connect_with_retry() => client?,
+        () = stop.cancelled() => anyhow::bail!(crate::stall::Stalled::Interrupted {
+            what: "waiting for PostgreSQL".into(),
+        }),
+    };
     let tx = client.transaction().await?;
-    tx.batch_execute(&format!(
-        "SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = '{}ms'",
-        stall.as_millis()
-    ))
-    .await?;
 
     let result = restore_in(&tx, &mut read, &manifest, replace, stall, stop).await;
     let (migrations_applied, replaced) = match result {
@@ -199,6 +199,13 @@ async fn restore_in(
             _ => return Err(Failure::Damaged("the artifact has no preamble".into()).into()),
         }
     }
+    // Then ours: psql may wait for locks forever, we may not, or our place
+    // in a lock queue would hold checkout up after we have given up.
+    tx.batch_execute(&format!(
+        "SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = '{}ms'",
+        stall.as_millis()
+    ))
+    .await?;
     let target = inspect(tx, manifest).await?;
     let present = plan(&target, manifest)?;
 
@@ -260,6 +267,7 @@ async fn restore_in(
                 if present.contains(&version) {
                     continue;
                 }
+                progress.clear();
                 tracing::info!(%file, "applying migration from the backup");
                 tx.batch_execute(&sql)
                     .await
@@ -324,12 +332,13 @@ async fn restore_in(
                     ))
                     .into());
                 }
+                progress.clear();
                 tracing::info!(table = %entry.name, rows, "table restored");
             }
             Event::Set(_) | Event::Begin | Event::End => {}
         }
     }
-    progress.finish();
+    progress.clear();
     Ok((applied, replaced))
 }
 

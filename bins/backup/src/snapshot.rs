@@ -63,7 +63,12 @@ pub async fn run(
     tracing::info!(target_db = %database.target(), destination = %destination.url(), "connecting to PostgreSQL");
     // A connection of our own, never a pooled one: one on which a COPY
     // failed may be left mid-protocol, and it is dropped with this client.
-    let mut client = database.connect_with_retry().await?;
+    let mut client = tokio::select! {
+        client = database.connect_with_retry() => client?,
+        () = stop.cancelled() => anyhow::bail!(crate::stall::Stalled::Interrupted {
+            what: "waiting for PostgreSQL".into(),
+        }),
+    };
     // REPEATABLE READ: every COPY and count sees the same snapshot, so each
     // item's order is in the backup. (DEFERRABLE only matters for
     // SERIALIZABLE; it is stated for the reader's benefit.)
@@ -123,7 +128,7 @@ pub async fn run(
     // The snapshot is no longer needed; a read-only transaction has nothing to keep.
     drop(tx.rollback().await);
     upload.complete().await?;
-    progress.finish();
+    progress.clear();
 
     let manifest = Manifest {
         format: FORMAT,
@@ -234,6 +239,7 @@ async fn write(
             progress.advance(rows, writer.compressed_bytes());
         }
         let entry = writer.end_table().await.map_err(io)?;
+        progress.clear();
         tracing::info!(table = %entry.name, rows = entry.rows, "table copied");
         entries.push(entry);
     }

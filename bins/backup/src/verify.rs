@@ -271,6 +271,6 @@ pub async fn verify_listed(destination: &Destination, backup: &Listed) -> anyhow
             _ => {}
         }
     }
-    progress.finish();
+    progress.clear();
     Ok(read.manifest().clone())
 }

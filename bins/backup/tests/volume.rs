@@ -506,6 +506,35 @@ async fn a_stalled_copy_gives_up_after_the_stall_timeout() {
 }
 
 #[tokio::test]
+async fn a_restore_that_waits_for_a_lock_gives_up_and_changes_nothing() {
+    let s = source(5).await;
+    s.backup();
+    let target = migrated_db().await;
+    let config = s.ws.config(
+        "target-stall",
+        &target.settings().database,
+        "[backup]\nstall_timeout = \"2s\"\n",
+    );
+    let locker = lock(&target, "order_items").await;
+    let started = Instant::now();
+    let stderr = assert_fails(
+        &run(&config, &["--destination", &s.url, "restore", "latest"]),
+        1,
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        stderr.contains("lock timeout") || stderr.contains("no progress for 2s"),
+        "{stderr}"
+    );
+    drop(locker);
+    assert_eq!(counts(&target.settings().database).await["orders"], 0);
+}
+
+#[tokio::test]
 async fn prune_applies_count_and_age_but_keeps_the_newest_backup_that_verifies() {
     let s = source(4).await;
     let a = s.backup();
