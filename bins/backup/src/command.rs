@@ -179,6 +179,7 @@ async fn execute(
                 "no backup destination: set backup.destination (BOUTIQUE__BACKUP__DESTINATION) or --destination to file:///path or s3://bucket/prefix".into(),
             )
         })?;
+    check(settings)?;
     let creating = matches!(command, Command::Run);
     let destination = Destination::open(&url, &settings.backup, creating)?;
     let stop = stop_on_signal();
@@ -258,6 +259,23 @@ async fn execute(
             }
         }
         Command::Config => {}
+    }
+    Ok(())
+}
+
+/// Values the loader accepts by type but this program does not.
+fn check(settings: &Settings) -> Result<(), Failure> {
+    let backup = &settings.backup;
+    if !(1..=9).contains(&backup.compression_level) {
+        return Err(Failure::Usage(format!(
+            "configuration error: invalid value {} for `backup.compression_level`; expected a gzip level 1..=9",
+            backup.compression_level
+        )));
+    }
+    if backup.stall_timeout.is_zero() {
+        return Err(Failure::Usage(
+            "configuration error: `backup.stall_timeout` must be more than 0s".into(),
+        ));
     }
     Ok(())
 }

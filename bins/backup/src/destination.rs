@@ -17,7 +17,8 @@ use object_store::buffered::BufReader;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
-    ClientConfigKey, ObjectMeta, ObjectStore, ObjectStoreExt as _, PutPayload, WriteMultipart,
+    ClientConfigKey, ObjectMeta, ObjectStore, ObjectStoreExt as _, PutPayload, RetryConfig,
+    WriteMultipart,
 };
 use orders::config::BackupSettings;
 use secrecy::ExposeSecret as _;
@@ -143,6 +144,12 @@ impl Destination {
                 AmazonS3ConfigKey::Client(ClientConfigKey::ReadTimeout),
                 format!("{}ms", settings.stall_timeout.as_millis().max(1)),
             );
+        // object_store retries failed requests for up to 3 minutes by
+        // default; the stall bound is the operator's word for how long.
+        builder = builder.with_retry(RetryConfig {
+            retry_timeout: settings.stall_timeout,
+            ..RetryConfig::default()
+        });
         if let Some(key) = &settings.s3_access_key_id {
             builder = builder.with_access_key_id(key.expose_secret());
         }

@@ -725,6 +725,16 @@ async fn bad_configuration_exits_2_naming_the_problem() {
     let stderr = assert_fails(&run(&s.config, &["list"]), 2);
     assert!(stderr.contains("no backup destination"), "{stderr}");
 
+    let level = [
+        "--destination",
+        &s.url,
+        "--set",
+        "backup.compression_level=11",
+        "run",
+    ];
+    let stderr = assert_fails(&run(&s.config, &level), 2);
+    assert!(stderr.contains("backup.compression_level"), "{stderr}");
+
     let stderr = assert_fails(
         &run(&s.config, &["--destination", "ftp://host/x", "list"]),
         2,
