@@ -60,6 +60,8 @@ pub struct Settings {
     pub migrator: MigratorSettings,
     /// The checkout service.
     pub checkout: CheckoutSettings,
+    /// Backups: destination, retention, S3 credentials.
+    pub backup: BackupSettings,
 }
 
 /// libpq's `sslmode`, with libpq's meaning for every value.
@@ -315,6 +317,66 @@ impl Default for CheckoutSettings {
             shipping_addr: "shippingservice:50051".into(),
             payment_addr: "paymentservice:50051".into(),
             email_addr: "emailservice:5000".into(),
+        }
+    }
+}
+
+/// Backups (the `backup` binary).
+///
+/// S3 settings left unset fall back to the standard AWS variables
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
+/// `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`, ...), which the backup binary reads
+/// itself.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupSettings {
+    /// Where backups are kept: `file:///path` (a mounted volume) or
+    /// `s3://bucket/prefix`; `--destination` overrides it.
+    pub destination: Option<String>,
+    /// `prune` keeps at most this many backups, newest first; 0: no limit.
+    pub retention_count: u32,
+    /// `prune` removes backups older than this; `0s`: no limit.
+    #[serde(with = "humantime_serde")]
+    pub retention_age: Duration,
+    /// gzip level, 1 (fastest) to 9 (smallest).
+    pub compression_level: u32,
+    /// Longest wait for PostgreSQL (a lock, the next rows of a COPY) or the
+    /// destination before a backup or restore gives up.
+    #[serde(with = "humantime_serde")]
+    pub stall_timeout: Duration,
+    /// S3 access key id.
+    #[serde(serialize_with = "redact")]
+    pub s3_access_key_id: Option<SecretString>,
+    /// File holding `s3_access_key_id`.
+    pub s3_access_key_id_file: Option<PathBuf>,
+    /// S3 secret access key.
+    #[serde(serialize_with = "redact")]
+    pub s3_secret_access_key: Option<SecretString>,
+    /// File holding `s3_secret_access_key`.
+    pub s3_secret_access_key_file: Option<PathBuf>,
+    /// S3 region.
+    pub s3_region: Option<String>,
+    /// Endpoint of an S3-compatible server (MinIO, Ceph, ...), e.g. `https://minio:9000`.
+    pub s3_endpoint: Option<String>,
+    /// Allow an `http://` endpoint (test servers only).
+    pub s3_allow_http: bool,
+}
+
+impl Default for BackupSettings {
+    fn default() -> Self {
+        Self {
+            destination: None,
+            retention_count: 7,
+            retention_age: Duration::from_secs(30 * 24 * 60 * 60),
+            compression_level: 6,
+            stall_timeout: Duration::from_secs(60),
+            s3_access_key_id: None,
+            s3_access_key_id_file: None,
+            s3_secret_access_key: None,
+            s3_secret_access_key_file: None,
+            s3_region: None,
+            s3_endpoint: None,
+            s3_allow_http: false,
         }
     }
 }
@@ -1204,7 +1266,7 @@ mod tests {
             .collect::<BTreeSet<_>>();
         let secret = KEYS.iter().filter(|key| is_secret(key)).collect();
         assert_eq!(redacted, secret);
-        assert_eq!(redacted.len(), 3);
+        assert_eq!(redacted.len(), 5);
     }
 
     #[test]
