@@ -506,7 +506,7 @@ def test_the_binaries_understand_every_rendered_configuration(tmp_path, case):
 def leaf_keys(values, prefix=""):
     for key, value in values.items():
         path = f"{prefix}{key}"
-        if isinstance(value, dict) and value and key not in ("config", "parameters", "resources", "commonLabels"):
+        if isinstance(value, dict) and value and key not in ("config", "parameters", "resources", "commonLabels", "readinessProbe", "livenessProbe", "startupProbe"):
             yield from leaf_keys(value, path + ".")
         else:
             yield path
