@@ -64,7 +64,7 @@ def rewrite(text: str, mounts: list[tuple[str, pathlib.Path]]) -> str:
     ordered = sorted(mounts, key=lambda m: -len(m[0]))
     table = dict(ordered)
     pattern = re.compile(
-        r"(?<![\w./-])(" + "|".join(re.escape(m) for m, _ in ordered) + r")(?=/|$|[\s'\",;:=)])"
+        r"(?:(?<=file://)|(?<![\w./-]))(" + "|".join(re.escape(m) for m, _ in ordered) + r")(?=/|$|[\s'\",;:=)])"
     )
     return pattern.sub(lambda m: str(table[m.group(1)]), text)
 
