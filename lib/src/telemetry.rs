@@ -231,8 +231,15 @@ fn env_filter(log_level: &str) -> Result<EnvFilter, TelemetryError> {
             });
         }
     }
+    // The OpenTelemetry SDK announces its own set-up at info level in every
+    // process; keep that out of operators' logs unless they ask for it.
+    let quiet_sdk = if log_level.contains("opentelemetry") {
+        log_level.to_owned()
+    } else {
+        format!("{log_level},opentelemetry_sdk=warn,opentelemetry=warn")
+    };
     EnvFilter::builder()
-        .parse(log_level)
+        .parse(&quiet_sdk)
         .map_err(|source| TelemetryError::InvalidLogLevel {
             directive: log_level.to_owned(),
             source,

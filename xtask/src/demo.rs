@@ -4,7 +4,8 @@
 //! A throwaway TLS PostgreSQL, `migrator up`, the six Online Boutique
 //! stand-ins and `checkout` as processes of their own; orders for a few users
 //! in several currencies (one card declined), read back through OrderHistory
-//! and straight from SQL; then everything shuts down.
+//! and straight from SQL; a backup taken, listed and verified; then everything
+//! shuts down.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -79,8 +80,16 @@ const ORDERS: &[DemoOrder] = &[
 ];
 
 pub fn run(root: &Path, cargo: impl Fn(&[&str]) -> anyhow::Result<()>) -> anyhow::Result<()> {
-    step("Building checkout and migrator");
-    cargo(&["build", "--package", "checkout", "--package", "migrator"])?;
+    step("Building checkout, migrator and backup");
+    cargo(&[
+        "build",
+        "--package",
+        "checkout",
+        "--package",
+        "migrator",
+        "--package",
+        "backup",
+    ])?;
     let bin = root.join("target").join("debug");
     tokio::runtime::Runtime::new()?.block_on(demo(&bin))
 }
@@ -151,7 +160,10 @@ async fn demo(bin: &Path) -> anyhow::Result<()> {
         .context("cannot start checkout")?;
     forward("checkout", checkout.stdout.take());
     forward("checkout", checkout.stderr.take());
-    let result = shop(port, &addrs["CART_SERVICE_ADDR"], &cluster, &owner_password).await;
+    let mut result = shop(port, &addrs["CART_SERVICE_ADDR"], &cluster, &owner_password).await;
+    if result.is_ok() {
+        result = backup(bin, &files, mounts.path());
+    }
 
     step("Shutting down: SIGTERM to checkout, then the stand-ins, then PostgreSQL");
     let status = stop(&mut checkout)?;
@@ -288,6 +300,31 @@ async fn shop(
     Ok(())
 }
 
+/// A backup as the CronJob takes it (the backup role, SELECT only), then
+/// `list` and `verify latest`.
+fn backup(bin: &Path, files: &Mounts, dir: &Path) -> anyhow::Result<()> {
+    step("backup run, list, verify latest (as orders_backup, to a directory)");
+    let destination = format!("file://{}", dir.join("backups").display());
+    for args in [&["run"][..], &["list"], &["verify", "latest"]] {
+        let output = Command::new(bin.join("backup"))
+            .arg("--config")
+            .arg(&files.config)
+            .args(["--destination", &destination])
+            .args(args)
+            .env("BOUTIQUE__DATABASE__USER", "orders_backup")
+            .env("BOUTIQUE__DATABASE__PASSWORD_FILE", &files.backup_password)
+            .output()
+            .context("cannot run backup")?;
+        say(&format!("$ backup {}", args.join(" ")));
+        echo("backup", &String::from_utf8_lossy(&output.stdout));
+        echo("backup", &String::from_utf8_lossy(&output.stderr));
+        if !output.status.success() {
+            bail!("backup {} failed ({})", args.join(" "), output.status);
+        }
+    }
+    Ok(())
+}
+
 fn status_name(status: i32) -> &'static str {
     use orders::proto::boutique::orders::v1::OrderStatus;
     match OrderStatus::try_from(status) {
@@ -305,6 +342,7 @@ struct Mounts {
     config: PathBuf,
     owner_password: PathBuf,
     checkout_password: PathBuf,
+    backup_password: PathBuf,
 }
 
 impl Mounts {
@@ -350,6 +388,7 @@ backup_password_file = "{backup}"
             config,
             owner_password: owner,
             checkout_password: checkout,
+            backup_password: backup,
         })
     }
 }
