@@ -1,7 +1,8 @@
 //! Project tasks, run as `cargo xtask <task>`:
 //!
 //! - `test`: formatting, clippy with `-D warnings`, every test of the workspace;
-//! - `demo`: the whole system on this machine (see `demo.rs`).
+//! - `demo`: the whole system on this machine (see `demo.rs`);
+//! - `bench`: speed and memory next to PostgreSQL's own tools (see `bench/mod.rs`).
 //!
 //! Each step prints what it runs, so a failure in CI shows the exact command
 //! to repeat locally.
@@ -11,6 +12,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context as _, bail};
 
+mod bench;
 mod demo;
 
 fn main() -> ExitCode {
@@ -18,9 +20,12 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("demo") => demo::run(&workspace_root(), cargo),
+        Some("bench") => bench::run(&workspace_root(), &args[1..]),
         Some(demo::SERVE_STANDINS) => demo::serve_standins(),
         _ => {
-            eprintln!("usage: cargo xtask test [<cargo test args>] | cargo xtask demo");
+            eprintln!(
+                "usage: cargo xtask test [<cargo test args>] | cargo xtask demo | cargo xtask bench [--quick]"
+            );
             return ExitCode::from(2);
         }
     };
