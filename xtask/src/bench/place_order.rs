@@ -50,7 +50,9 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Report> {
     ));
     let mut runs = Vec::new();
     for &concurrency in &plan.concurrency {
-        for (round, persistence) in interleaved(plan.rounds).into_iter().enumerate() {
+        for (i, persistence) in interleaved(plan.rounds).into_iter().enumerate() {
+            // Two runs (off and required) per round.
+            let round = i / 2;
             let run = one_run(bench, persistence, concurrency, round, baseline).await?;
             say(&format!(
                 "{persistence:<8} c={concurrency:<3} {:>6} orders  {:>8.1} orders/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}",
@@ -399,9 +401,52 @@ fn report(bench: &Bench, runs: &[Run], baseline: Counters) -> Report {
     report
         .tables
         .push(("persistence overhead (same run)".into(), ratio_table));
+    // Everything runs on the same cores: the CPU each order costs, summed
+    // over checkout, PostgreSQL and the bench (client and stand-ins), sets
+    // a ceiling that explains most of the persistence overhead here.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let mut budget_table = Table::new(&[
+        "persistence",
+        "conc",
+        "checkout ms",
+        "postgres ms",
+        "bench ms",
+        "total CPU ms/order",
+        "ceiling orders/s",
+        "measured/ceiling",
+    ]);
+    let mut budgets = Vec::new();
+    for s in &summaries {
+        let total = s.cpu_per_1000() + s.server_cpu_per_1000() + s.harness_cpu_per_1000();
+        let ceiling = cores * 1000.0 / total;
+        budget_table.row(vec![
+            s.persistence.into(),
+            s.concurrency.to_string(),
+            fmt(s.cpu_per_1000(), 3),
+            fmt(s.server_cpu_per_1000(), 3),
+            fmt(s.harness_cpu_per_1000(), 3),
+            fmt(total, 3),
+            fmt(ceiling, 0),
+            fmt(s.per_second() / ceiling, 2),
+        ]);
+        budgets.push(json!({
+            "persistence": s.persistence,
+            "concurrency": s.concurrency,
+            "cpu_ms_per_order": round3(total),
+            "ceiling_orders_per_s": round3(ceiling),
+            "measured_over_ceiling": round3(s.per_second() / ceiling),
+        }));
+    }
+    report.tables.push((
+        format!(
+            "CPU per order on this machine's {cores} shared cores (checkout + PostgreSQL + bench)"
+        ),
+        budget_table,
+    ));
     report.results = json!({
         "runs": summaries.iter().map(Summary::to_json).collect::<Vec<_>>(),
         "ratios": ratios,
+        "cpu_budget": budgets,
     });
 
     // Targets.

@@ -32,6 +32,9 @@ use serde_json::{Value, json};
 use super::Plan;
 use super::procstat::round3;
 
+/// What every verdict of a `--quick` run says.
+const QUICK_NOTE: &str = "--quick: tiny counts, the verdict is not meaningful";
+
 /// Format version of the JSON files.
 const FORMAT: u32 = 1;
 
@@ -289,12 +292,18 @@ pub fn print_targets(reports: &[Report]) {
         }
     }
     table.print();
+    let mut quick = false;
     for report in reports {
         for target in &report.targets {
-            if let Some(note) = &target.note {
-                println!("    {}: {note}", target.name);
+            match &target.note {
+                Some(note) if note == QUICK_NOTE => quick = true,
+                Some(note) => println!("    {}: {note}", target.name),
+                None => {}
             }
         }
+    }
+    if quick {
+        println!("    {QUICK_NOTE}");
     }
 }
 
