@@ -30,6 +30,13 @@ pub type PooledConnection<'a> = bb8::PooledConnection<'a, Manager>;
 /// socket closes), so `is_closed` catches killed backends and restarts.
 pub struct Manager(PostgresConnectionManager<Tls>);
 
+impl Manager {
+    /// A manager for `config` over `tls`.
+    pub fn new(config: tokio_postgres::Config, tls: Tls) -> Self {
+        Self(PostgresConnectionManager::new(config, tls))
+    }
+}
+
 impl bb8::ManageConnection for Manager {
     type Connection = tokio_postgres::Client;
     type Error = tokio_postgres::Error;
@@ -236,10 +243,7 @@ impl Database {
             // Surface a refused connection at once instead of retrying
             // until the timeout: callers decide (checkout answers UNAVAILABLE).
             .retry_connection(false)
-            .build_unchecked(Manager(PostgresConnectionManager::new(
-                self.config.clone(),
-                self.tls.clone(),
-            )))
+            .build_unchecked(Manager::new(self.config.clone(), self.tls.clone()))
     }
 
     /// Turns a connect error into one that says what to do about it.

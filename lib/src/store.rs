@@ -254,7 +254,12 @@ impl From<tokio_postgres::Error> for StoreError {
     }
 }
 
-const INSERT_PENDING: &str = "
+/// The statement of [`Store::create_pending`] (public so benchmarks run the
+/// very same SQL). Parameters: `$1` order id, `$2` user id, `$3` e-mail,
+/// `$4` currency, `$5` card last four, `$6` shipping cost, `$7`..`$11`
+/// street, city, state, country, zip code, `$12` total, `$13` idempotency
+/// key, `$14` product ids, `$15` quantities, `$16` unit costs.
+pub const INSERT_PENDING: &str = "
 WITH new_order AS (
     INSERT INTO orders (order_id, user_id, user_email, user_currency, status, card_last4,
         shipping_cost, shipping_cost_currency, shipping_street_address, shipping_city,
@@ -274,7 +279,11 @@ WITH new_order AS (
 )
 SELECT order_id FROM new_order";
 
-const FINISH: &str = "
+/// The statement of [`Store::finish`] (public so benchmarks run the very
+/// same SQL). Parameters: `$1` order id, `$2` final status, `$3` failure
+/// reason, `$4` transaction id, `$5` tracking id, `$6` event statuses,
+/// `$7` event details (jsonb).
+pub const FINISH: &str = "
 WITH updated AS (
     UPDATE orders
     SET status = $2,

@@ -7,7 +7,8 @@
 //!   CRD schemas, its configuration loaded by the binaries; the Dockerfile
 //!   checked by hadolint), in the pinned Python environment of
 //!   `ci/python-venv.sh`;
-//! - `demo`: the whole system on this machine (see `demo.rs`).
+//! - `demo`: the whole system on this machine (see `demo.rs`);
+//! - `bench`: speed and memory next to PostgreSQL's own tools (see `bench/mod.rs`).
 //!
 //! Each step prints what it runs, so a failure in CI shows the exact command
 //! to repeat locally.
@@ -17,6 +18,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context as _, bail};
 
+mod bench;
 mod demo;
 
 fn main() -> ExitCode {
@@ -25,10 +27,11 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("chart") => chart(),
         Some("demo") => demo::run(&workspace_root(), cargo),
+        Some("bench") => bench::run(&workspace_root(), &args[1..]),
         Some(demo::SERVE_STANDINS) => demo::serve_standins(),
         _ => {
             eprintln!(
-                "usage: cargo xtask test [<cargo test args>] | cargo xtask chart | cargo xtask demo"
+                "usage: cargo xtask test [<cargo test args>] | cargo xtask chart | cargo xtask demo | cargo xtask bench [--quick]"
             );
             return ExitCode::from(2);
         }

@@ -67,10 +67,23 @@ impl PgCluster {
         Ok(cluster)
     }
 
+    /// Creates and starts a new cluster whose `postgresql.conf` ends with
+    /// `extra_postgresql_conf` (later lines win), e.g. `fsync = on` or
+    /// `shared_preload_libraries = 'pg_stat_statements'` for benchmarks.
+    pub fn start_with_settings(extra_postgresql_conf: &str) -> io::Result<PgCluster> {
+        let cluster = PgCluster::init_with(extra_postgresql_conf)?;
+        cluster.start_server()?;
+        Ok(cluster)
+    }
+
     /// Creates a cluster (initdb, TLS material, configuration) without
     /// starting it; [`PgCluster::start_server`] starts it. Its port is fixed
     /// now, so a client can be pointed at it before it is up.
     pub fn init() -> io::Result<PgCluster> {
+        PgCluster::init_with("")
+    }
+
+    fn init_with(extra_postgresql_conf: &str) -> io::Result<PgCluster> {
         let bin_dir = find_bin_dir()?;
         let run_as = run_as_user()?;
         let dir = tempfile::Builder::new()
@@ -111,12 +124,12 @@ impl PgCluster {
         )?;
         fs::remove_file(&pwfile)?;
         cluster.port = free_port()?;
-        cluster.write_config()?;
+        cluster.write_config(extra_postgresql_conf)?;
         cluster.spawn_watchdog()?;
         Ok(cluster)
     }
 
-    fn write_config(&self) -> io::Result<()> {
+    fn write_config(&self, extra_postgresql_conf: &str) -> io::Result<()> {
         let dir = self.dir.display();
         let conf = format!(
             "\n# boutique-orders testkit\n\
@@ -133,7 +146,8 @@ impl PgCluster {
              full_page_writes = off\n\
              log_min_messages = warning\n\
              log_min_error_statement = error\n\
-             log_line_prefix = '%m [%p] %q%u@%d '\n",
+             log_line_prefix = '%m [%p] %q%u@%d '\n\
+             {extra_postgresql_conf}\n",
             port = self.port
         );
         let data = self.data_dir();

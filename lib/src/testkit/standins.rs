@@ -313,7 +313,10 @@ impl Downstream {
                 let _ = stop.wait_for(|stop| *stop).await;
             };
             if let Err(error) = router
-                .serve_with_incoming_shutdown(TcpIncoming::from(listener), stopped)
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    stopped,
+                )
                 .await
             {
                 tracing::warn!(%service, %error, "stand-in server stopped");
