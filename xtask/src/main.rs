@@ -1,7 +1,7 @@
 //! Project tasks, run as `cargo xtask <task>`:
 //!
 //! - `test`: formatting, clippy with `-D warnings`, every test of the
-//!   workspace, then the chart suite;
+//!   workspace, then the chart suite, then `bench --quick`;
 //! - `chart`: the chart suite alone (`ci/test_chart.py`: the Helm chart
 //!   rendered by Helm's engine, linted, validated against the Kubernetes and
 //!   CRD schemas, its configuration loaded by the binaries; the Dockerfile
@@ -60,7 +60,11 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     let mut args = vec!["test", "--workspace", "--all-features"];
     args.extend(extra.iter().map(String::as_str));
     cargo(&args)?;
-    chart()
+    chart()?;
+    // Every benchmark scenario, briefly: proves the harness still works
+    // (no timing is asserted).
+    eprintln!("xtask: cargo xtask bench --quick");
+    bench::run(&workspace_root(), &["--quick".to_owned()])
 }
 
 /// The chart suite: pytest on `ci/test_chart.py` with the pinned tools.
