@@ -100,6 +100,9 @@ pub async fn prepare_history(bench: &Bench) -> anyhow::Result<History> {
         .await?;
     drop(client);
     bench.pg.admin_query("CHECKPOINT", &[]).await?;
+    // Let the kernel write the dirty pages now rather than during the
+    // measurements that follow.
+    let _ = tokio::task::spawn_blocking(|| std::process::Command::new("sync").status()).await;
     let history = History {
         orders,
         users,

@@ -3,6 +3,7 @@
 //! Online Boutique environment variables.
 
 use std::fs::File;
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,23 @@ impl CheckoutProcess {
         persistence: &str,
         log_name: &str,
     ) -> anyhow::Result<CheckoutProcess> {
+        Self::spawn_binary(
+            bench,
+            &bench.bin.join("checkout"),
+            db,
+            persistence,
+            log_name,
+        )
+    }
+
+    /// Like [`CheckoutProcess::spawn`], with another checkout binary.
+    pub fn spawn_binary(
+        bench: &Bench,
+        binary: &Path,
+        db: &str,
+        persistence: &str,
+        log_name: &str,
+    ) -> anyhow::Result<CheckoutProcess> {
         let config = bench.pg.config_file(db, Role::Checkout, "")?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
@@ -40,7 +58,7 @@ impl CheckoutProcess {
         let log = File::create(&log_path)
             .with_context(|| format!("cannot create {}", log_path.display()))?;
         let started = Instant::now();
-        let child = Command::new(bench.bin.join("checkout"))
+        let child = Command::new(binary)
             .arg("--config")
             .arg(&config)
             .env("BOUTIQUE__CHECKOUT__LISTEN_ADDR", "127.0.0.1")

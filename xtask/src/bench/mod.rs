@@ -58,6 +58,8 @@ const USAGE: &str =
   --concurrency    client concurrency levels of place_order and store_write (default 1,16,64)
   --perf           sample checkout, the library loop and backup with `perf record` in one
                    measured run each (target/bench/perf/); those runs are slightly slower
+  --checkout-b P   place_order also measures the checkout binary P (persistence required),
+                   interleaved with the others: A/B a change in the same run
   SCENARIO         place_order, store_write, history_read, backup, startup (default: all)";
 
 /// How big and how long each scenario is: the full run or `--quick`.
@@ -163,6 +165,9 @@ pub struct Bench {
     pub backup_built: bool,
     /// `--perf`: profile the product's processes in one measured run each.
     pub perf: bool,
+    /// `--checkout-b PATH`: another checkout build that `place_order` also
+    /// measures (persistence required), interleaved with the others.
+    pub checkout_b: Option<PathBuf>,
 }
 
 /// The `bench` task: `args` are what follows `cargo xtask bench`.
@@ -171,11 +176,18 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let mut selected: Vec<&'static str> = Vec::new();
     let mut concurrency = None;
     let mut perf = false;
+    let mut checkout_b = None;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => plan = Plan::quick(),
             "--perf" => perf = true,
+            "--checkout-b" => {
+                let path = args.next().context("--checkout-b needs a path")?;
+                let path = std::fs::canonicalize(path)
+                    .with_context(|| format!("--checkout-b {path}: no such file"))?;
+                checkout_b = Some(path);
+            }
             "--concurrency" => {
                 let list = args
                     .next()
@@ -246,6 +258,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
             downstream,
             backup_built,
             perf,
+            checkout_b,
         };
         bench.pg.create_database(ORDERS_DB).await?;
         let mut history = None;

@@ -50,9 +50,9 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Report> {
     ));
     let mut runs = Vec::new();
     for &concurrency in &plan.concurrency {
-        for (i, persistence) in interleaved(plan.rounds).into_iter().enumerate() {
-            // Two runs (off and required) per round.
-            let round = i / 2;
+        let labels = labels(bench);
+        for (i, persistence) in interleaved(&labels, plan.rounds).into_iter().enumerate() {
+            let round = i / labels.len();
             let run = one_run(bench, persistence, concurrency, round, baseline).await?;
             say(&format!(
                 "{persistence:<8} c={concurrency:<3} {:>6} orders  {:>8.1} orders/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}",
@@ -68,15 +68,25 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Report> {
     Ok(report(bench, &runs, baseline))
 }
 
-/// `off` and `required`, A B B A ..., so a drift in load hits both.
-fn interleaved(rounds: usize) -> Vec<&'static str> {
+/// The configurations measured: `off`, `required`, and `required_b`
+/// (the `--checkout-b` binary) when given.
+fn labels(bench: &Bench) -> Vec<&'static str> {
+    let mut labels = vec!["off", "required"];
+    if bench.checkout_b.is_some() {
+        labels.push("required_b");
+    }
+    labels
+}
+
+/// `labels` A B B A ..., so a drift in load hits each alike.
+fn interleaved(labels: &[&'static str], rounds: usize) -> Vec<&'static str> {
     (0..rounds.max(1))
         .flat_map(|round| {
-            if round % 2 == 0 {
-                ["off", "required"]
-            } else {
-                ["required", "off"]
+            let mut these = labels.to_vec();
+            if round % 2 == 1 {
+                these.reverse();
             }
+            these
         })
         .collect()
 }
@@ -105,7 +115,12 @@ async fn one_run(
         .await?;
     let before = bench.pg.settled_counters(ORDERS_DB, Role::Checkout).await?;
     let log = format!("place_order-{persistence}-c{concurrency}-{round}");
-    let mut process = CheckoutProcess::spawn(bench, ORDERS_DB, persistence, &log)?;
+    let mut process = match (&bench.checkout_b, persistence) {
+        (Some(binary), "required_b") => {
+            CheckoutProcess::spawn_binary(bench, binary, ORDERS_DB, "required", &log)?
+        }
+        _ => CheckoutProcess::spawn(bench, ORDERS_DB, persistence, &log)?,
+    };
     let (channel, _) = process.wait_serving(Duration::from_millis(20)).await?;
     let client = CheckoutServiceClient::new(channel);
     let cart = bench.downstream.cart.clone();
@@ -308,7 +323,12 @@ fn summarize(runs: &[Run]) -> Vec<Summary> {
         summary.db = summary.db + run.db;
         summary.rounds += 1;
     }
-    summaries.sort_by_key(|s| (s.concurrency, s.persistence != "off"));
+    let rank = |p: &str| match p {
+        "off" => 0,
+        "required" => 1,
+        _ => 2,
+    };
+    summaries.sort_by_key(|s| (s.concurrency, rank(s.persistence)));
     summaries
 }
 
@@ -316,6 +336,7 @@ fn report(bench: &Bench, runs: &[Run], baseline: Counters) -> Report {
     let summaries = summarize(runs);
     let mut report = Report::new("place_order");
     report.config = json!({
+        "checkout_b": bench.checkout_b.as_ref().map(|p| p.display().to_string()),
         "checkout": "target/release/checkout as a process, default settings (pool_max_size 16, health check every 5 s)",
         "client": "tonic, one HTTP/2 connection, N workers each placing one order after another",
         "order": "2 lines (OLJCESPC7Z x2, 66VCHSJNUP x1), USD, Visa; a fresh user per order, cart filled before the timer starts",
@@ -396,6 +417,26 @@ fn report(bench: &Bench, runs: &[Run], baseline: Counters) -> Report {
                 fmt(ratio, 3),
                 fmt(extra_p50, 2),
             ]);
+            if let Some(b) = find("required_b") {
+                let b_over_required = b.per_second() / required.per_second();
+                let b_over_off = b.per_second() / off.per_second();
+                ratios.push(json!({
+                    "concurrency": concurrency,
+                    "required_b_over_required_orders_per_s": round3(b_over_required),
+                    "required_b_over_off_orders_per_s": round3(b_over_off),
+                    "checkout_cpu_b_over_a": round3(b.cpu_per_1000() / required.cpu_per_1000()),
+                }));
+                ratio_table.row(vec![
+                    format!("{concurrency} (B)"),
+                    fmt(b.per_second(), 1),
+                    fmt(off.per_second(), 1),
+                    fmt(b_over_off, 3),
+                    fmt(
+                        b.latencies.quantile_ms(0.5) - off.latencies.quantile_ms(0.5),
+                        2,
+                    ),
+                ]);
+            }
         }
     }
     report
