@@ -11,14 +11,12 @@
 //! that ping costs.
 
 use anyhow::{Context as _, bail};
-use orders::db::{Database, Pool};
+use orders::db::Database;
 use orders::money::Money;
 use orders::store::{self, Address, LineItem, NewOrder, Outcome, Store};
-use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use tokio_postgres_rustls::MakeRustlsConnect;
 use uuid::Uuid;
 
 use super::load::{self, Shape};
@@ -32,8 +30,6 @@ use super::{Bench, perf, say};
 enum Tool {
     /// `orders::store::Store` over the library's pool.
     Library,
-    /// The same SQL through `Store` over a pool without the borrow-time ping.
-    LibraryNoPing,
     /// pgbench with the same statements.
     Pgbench,
     /// pgbench with the same statements, prepared once per connection
@@ -45,7 +41,6 @@ impl Tool {
     fn name(self) -> &'static str {
         match self {
             Tool::Library => "library",
-            Tool::LibraryNoPing => "library_no_ping",
             Tool::Pgbench => "pgbench",
             Tool::PgbenchPrepared => "pgbench_prepared",
         }
@@ -82,12 +77,7 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Report> {
     let mut runs = Vec::new();
     for &concurrency in &bench.plan.concurrency {
         for round in 0..bench.plan.rounds.max(1) {
-            let mut tools = [
-                Tool::Library,
-                Tool::Pgbench,
-                Tool::LibraryNoPing,
-                Tool::PgbenchPrepared,
-            ];
+            let mut tools = [Tool::Library, Tool::Pgbench, Tool::PgbenchPrepared];
             if round % 2 == 1 {
                 tools.reverse();
             }
@@ -101,9 +91,7 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Report> {
                     Tool::Pgbench | Tool::PgbenchPrepared => {
                         pgbench(bench, tool, &script, concurrency).await?
                     }
-                    Tool::Library | Tool::LibraryNoPing => {
-                        library(bench, tool, concurrency, round).await?
-                    }
+                    Tool::Library => library(bench, tool, concurrency, round).await?,
                 };
                 run.db = bench.pg.settled_counters(ORDERS_DB, Role::Checkout).await? - before;
                 say(&format!(
@@ -275,11 +263,7 @@ async fn library(
 ) -> anyhow::Result<Run> {
     let mut settings = bench.pg.settings(ORDERS_DB, Role::Checkout)?;
     settings.pool_max_size = u32::try_from(concurrency)?;
-    let pool = match tool {
-        Tool::LibraryNoPing => pool_without_ping(&settings)?,
-        _ => Database::new(&settings, "bench-store-write")?.pool(),
-    };
-    let store = Store::new(pool);
+    let store = Store::new(Database::new(&settings, "bench-store-write")?.pool());
     let outcome = Outcome::Completed {
         transaction_id: TRANSACTION_ID.into(),
         tracking_id: TRACKING_ID.into(),
@@ -338,35 +322,6 @@ async fn library(
         client_cpu_s,
         first_errors: measured.first_errors,
     })
-}
-
-/// The library's pool, except that a borrowed connection is not pinged
-/// (bb8's `test_on_check_out(false)`); broken connections are still
-/// dropped when returned.
-fn pool_without_ping(settings: &orders::config::DatabaseSettings) -> anyhow::Result<Pool> {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(&settings.host)
-        .port(settings.port)
-        .dbname(&settings.name)
-        .user(&settings.user)
-        .application_name("bench-store-write-no-ping")
-        .connect_timeout(settings.connect_timeout)
-        .ssl_mode(tokio_postgres::config::SslMode::Require)
-        .options(format!(
-            "-c statement_timeout={}",
-            settings.statement_timeout.as_millis()
-        ));
-    if let Some(password) = &settings.password {
-        config.password(password.expose_secret());
-    }
-    let tls = MakeRustlsConnect::new(orders::tls::client_config(settings)?);
-    Ok(bb8::Pool::builder()
-        .max_size(settings.pool_max_size)
-        .connection_timeout(settings.connect_timeout)
-        .test_on_check_out(false)
-        .retry_connection(false)
-        .build_unchecked(orders::db::Manager::new(config, tls)))
 }
 
 /// pgbench with the script, same role, TLS, concurrency.
@@ -460,7 +415,6 @@ fn report(bench: &Bench, runs: &[Run], script: &Path) -> Report {
         "statements": "orders::store::INSERT_PENDING then orders::store::FINISH (Completed: paid, shipped, completed events), each its own autocommit transaction",
         "order": "2 lines, USD, no idempotency key; the same fixed values on both sides",
         "library": "orders::store::Store over orders::db pool (size = concurrency), N tokio tasks, query_typed (extended protocol, unnamed statements, 1 round trip each)",
-        "library_no_ping": "the same, over a bb8 pool with test_on_check_out(false)",
         "pgbench_prepared": "context only: pgbench -M prepared (each statement parsed and planned once per connection)",
         "pgbench": "pgbench -n -M extended -c N -j min(2,N), the same statements from a generated script (target/bench/logs/store_write.pgbench); pgbench cannot make a UUID, so the order id is built on the server from a per-client counter, the client id and random bits: increasing like UUIDv7",
         "pgbench_script": script.display().to_string(),
@@ -491,12 +445,7 @@ fn report(bench: &Bench, runs: &[Run], script: &Path) -> Report {
             (!rates.is_empty()).then(|| rates.iter().sum::<f64>() / rates.len() as f64)
         };
         let reference = mean(Tool::Pgbench);
-        for tool in [
-            Tool::Pgbench,
-            Tool::Library,
-            Tool::LibraryNoPing,
-            Tool::PgbenchPrepared,
-        ] {
+        for tool in [Tool::Pgbench, Tool::Library, Tool::PgbenchPrepared] {
             let these: Vec<&Run> = runs
                 .iter()
                 .filter(|r| r.tool == tool && r.concurrency == concurrency)
@@ -570,23 +519,12 @@ fn report(bench: &Bench, runs: &[Run], script: &Path) -> Report {
         .min_by(|a, b| a.1.total_cmp(&b.1));
     if let Some((concurrency, ratio)) = worst {
         let errors: u64 = runs.iter().map(|r| r.errors).sum();
-        let mut target = Target::new(
+        let target = Target::new(
             "store_write_vs_pgbench",
             "library >= 0.9x pgbench with the same SQL (every concurrency)",
             format!("worst {ratio:.3}x (c={concurrency})"),
             Some(ratio >= 0.9 && errors == 0),
         );
-        if ratio < 0.9 {
-            let no_ping = ratios
-                .iter()
-                .find(|r| r["contender"] == "library_no_ping" && r["concurrency"] == concurrency)
-                .and_then(|r| r["over_pgbench"].as_f64());
-            if let Some(no_ping) = no_ping {
-                target = target.note(format!(
-                    "without the pool's borrow-time ping the library reaches {no_ping:.3}x at c={concurrency}"
-                ));
-            }
-        }
         report.targets.push(target);
     }
     report.results = json!({ "runs": rows, "ratios": ratios });
