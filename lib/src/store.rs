@@ -3,10 +3,11 @@
 //! The write path of a successful order is two statements, each one round
 //! trip and one commit: [`Store::create_pending`] before any money moves,
 //! and [`Store::finish`] once the card is charged and the order shipped.
-//! Statements are sent with `query_typed` (parameter types given), which
-//! skips the separate prepare round trip. Each statement writes the order,
-//! its items and its audit events together, so no reader ever sees an order
-//! without its items or a status change without its event.
+//! Every statement is a [`Sql`] constant, prepared once per pooled session
+//! ([`db::Connection::query_prepared`]), so PostgreSQL plans it once rather
+//! than on every order. Each write statement writes the order, its items
+//! and its audit events together, so no reader ever sees an order without
+//! its items or a status change without its event.
 
 use std::fmt;
 use std::str::FromStr;
@@ -16,7 +17,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::{Json, ToSql, Type};
 use uuid::Uuid;
 
-use crate::db::{self, DbError, Pool};
+use crate::db::{self, DbError, Pool, Sql};
 use crate::money::{Money, MoneyError};
 
 /// Where an order is in its life.
@@ -259,7 +260,8 @@ impl From<tokio_postgres::Error> for StoreError {
 /// `$4` currency, `$5` card last four, `$6` shipping cost, `$7`..`$11`
 /// street, city, state, country, zip code, `$12` total, `$13` idempotency
 /// key, `$14` product ids, `$15` quantities, `$16` unit costs.
-pub const INSERT_PENDING: &str = "
+pub const INSERT_PENDING: Sql = Sql {
+    text: "
 WITH new_order AS (
     INSERT INTO orders (order_id, user_id, user_email, user_currency, status, card_last4,
         shipping_cost, shipping_cost_currency, shipping_street_address, shipping_city,
@@ -277,13 +279,33 @@ WITH new_order AS (
 ), event AS (
     INSERT INTO order_events (order_id, status) SELECT order_id, 'pending' FROM new_order
 )
-SELECT order_id FROM new_order";
+SELECT order_id FROM new_order",
+    types: &[
+        Type::UUID,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::NUMERIC,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT4,
+        Type::NUMERIC,
+        Type::TEXT,
+        Type::TEXT_ARRAY,
+        Type::INT4_ARRAY,
+        Type::NUMERIC_ARRAY,
+    ],
+};
 
 /// The statement of [`Store::finish`] (public so benchmarks run the very
 /// same SQL). Parameters: `$1` order id, `$2` final status, `$3` failure
 /// reason, `$4` transaction id, `$5` tracking id, `$6` event statuses,
 /// `$7` event details (jsonb).
-pub const FINISH: &str = "
+pub const FINISH: Sql = Sql {
+    text: "
 WITH updated AS (
     UPDATE orders
     SET status = $2,
@@ -297,10 +319,27 @@ WITH updated AS (
 INSERT INTO order_events (order_id, status, detail)
 SELECT updated.order_id, event.status, event.detail
 FROM updated, unnest($6::text[], $7::jsonb[]) WITH ORDINALITY AS event(status, detail, n)
-ORDER BY event.n";
+ORDER BY event.n",
+    types: &[
+        Type::UUID,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT_ARRAY,
+        Type::JSONB_ARRAY,
+    ],
+};
 
-/// The columns every read returns, items aggregated in line order.
-const SELECT_ORDERS: &str = "
+/// The read statements: `WITH page AS (<the orders wanted>)` followed by the
+/// columns every read returns, items aggregated in line order. A macro so
+/// each read is one `&'static str` (prepared once, not formatted per call).
+macro_rules! select_orders {
+    ($page:literal) => {
+        concat!(
+            "WITH page AS (",
+            $page,
+            ")
 SELECT o.order_id, o.user_id, o.user_email, o.user_currency, o.status, o.failure_reason,
        o.payment_transaction_id, o.card_last4, o.shipping_tracking_id, o.shipping_cost,
        o.shipping_street_address, o.shipping_city, o.shipping_state, o.shipping_country,
@@ -314,7 +353,42 @@ CROSS JOIN LATERAL (
            coalesce(array_agg(i.cost_currency::text ORDER BY i.line_no), '{}') AS currencies
     FROM order_items i WHERE i.order_id = o.order_id
 ) AS items
-ORDER BY o.created_at DESC, o.order_id DESC";
+ORDER BY o.created_at DESC, o.order_id DESC"
+        )
+    };
+}
+
+/// [`Store::get`]: `$1` order id.
+const GET: Sql = Sql {
+    text: select_orders!("SELECT * FROM orders WHERE order_id = $1"),
+    types: &[Type::UUID],
+};
+
+/// [`Store::get_by_idempotency_key`]: `$1` key.
+const GET_BY_IDEMPOTENCY_KEY: Sql = Sql {
+    text: select_orders!("SELECT * FROM orders WHERE idempotency_key = $1"),
+    types: &[Type::TEXT],
+};
+
+/// [`Store::list_for_user`], first page: `$1` user id, `$2` limit.
+const LIST_FIRST_PAGE: Sql = Sql {
+    text: select_orders!(
+        "SELECT * FROM orders WHERE user_id = $1
+        ORDER BY created_at DESC, order_id DESC LIMIT $2"
+    ),
+    types: &[Type::TEXT, Type::INT8],
+};
+
+/// [`Store::list_for_user`], a later page: `$1` user id, `$2` limit, `$3`
+/// and `$4` the cursor (created_at, order_id of the last order seen).
+const LIST_AFTER_CURSOR: Sql = Sql {
+    text: select_orders!(
+        "SELECT * FROM orders WHERE user_id = $1
+        AND (created_at, order_id) < ($3, $4)
+        ORDER BY created_at DESC, order_id DESC LIMIT $2"
+    ),
+    types: &[Type::TEXT, Type::INT8, Type::TIMESTAMPTZ, Type::UUID],
+};
 
 /// The order repository, over a connection pool.
 #[derive(Clone)]
@@ -367,26 +441,26 @@ impl Store {
         let address = &order.shipping_address;
         let shipping_cost = order.shipping_cost.to_decimal();
         let total = order.total.to_decimal();
-        let params: [(&(dyn ToSql + Sync), Type); 16] = [
-            (&order.order_id, Type::UUID),
-            (&order.user_id, Type::TEXT),
-            (&order.user_email, Type::TEXT),
-            (currency, Type::TEXT),
-            (&order.card_last4, Type::TEXT),
-            (&shipping_cost, Type::NUMERIC),
-            (&address.street_address, Type::TEXT),
-            (&address.city, Type::TEXT),
-            (&address.state, Type::TEXT),
-            (&address.country, Type::TEXT),
-            (&address.zip_code, Type::INT4),
-            (&total, Type::NUMERIC),
-            (&order.idempotency_key, Type::TEXT),
-            (&product_ids, Type::TEXT_ARRAY),
-            (&quantities, Type::INT4_ARRAY),
-            (&costs, Type::NUMERIC_ARRAY),
+        let params: [&(dyn ToSql + Sync); 16] = [
+            &order.order_id,
+            &order.user_id,
+            &order.user_email,
+            currency,
+            &order.card_last4,
+            &shipping_cost,
+            &address.street_address,
+            &address.city,
+            &address.state,
+            &address.country,
+            &address.zip_code,
+            &total,
+            &order.idempotency_key,
+            &product_ids,
+            &quantities,
+            &costs,
         ];
-        let conn = db::checkout(&self.pool).await?;
-        let rows = conn.query_typed(INSERT_PENDING, &params).await?;
+        let mut conn = db::checkout(&self.pool).await?;
+        let rows = conn.query_prepared(&INSERT_PENDING, &params).await?;
         Ok(if rows.is_empty() {
             Created::Duplicate
         } else {
@@ -454,17 +528,17 @@ impl Store {
         let event_statuses: Vec<&str> = events.iter().map(|(s, _)| s.as_str()).collect();
         let event_details: Vec<Json<&serde_json::Value>> =
             events.iter().map(|(_, d)| Json(d)).collect();
-        let params: [(&(dyn ToSql + Sync), Type); 7] = [
-            (&order_id, Type::UUID),
-            (&status, Type::TEXT),
-            (&reason, Type::TEXT),
-            (&transaction_id, Type::TEXT),
-            (&tracking_id, Type::TEXT),
-            (&event_statuses, Type::TEXT_ARRAY),
-            (&event_details, Type::JSONB_ARRAY),
+        let params: [&(dyn ToSql + Sync); 7] = [
+            &order_id,
+            &status,
+            &reason,
+            &transaction_id,
+            &tracking_id,
+            &event_statuses,
+            &event_details,
         ];
-        let conn = db::checkout(&self.pool).await?;
-        let inserted = conn.execute_typed(FINISH, &params).await?;
+        let mut conn = db::checkout(&self.pool).await?;
+        let inserted = conn.execute_prepared(&FINISH, &params).await?;
         if inserted == 0 {
             return Err(StoreError::NotPending(order_id));
         }
@@ -474,21 +548,18 @@ impl Store {
     /// The order with this id.
     #[tracing::instrument(name = "db.get", skip_all, fields(db.system = "postgresql", db.operation = "SELECT orders"))]
     pub async fn get(&self, order_id: Uuid) -> Result<Option<Order>, StoreError> {
-        let sql =
-            format!("WITH page AS (SELECT * FROM orders WHERE order_id = $1) {SELECT_ORDERS}");
-        let conn = db::checkout(&self.pool).await?;
-        let rows = conn.query_typed(&sql, &[(&order_id, Type::UUID)]).await?;
+        let mut conn = db::checkout(&self.pool).await?;
+        let rows = conn.query_prepared(&GET, &[&order_id]).await?;
         rows.first().map(order_from_row).transpose()
     }
 
     /// The order written with this idempotency key.
     #[tracing::instrument(name = "db.get_by_idempotency_key", skip_all, fields(db.system = "postgresql", db.operation = "SELECT orders"))]
     pub async fn get_by_idempotency_key(&self, key: &str) -> Result<Option<Order>, StoreError> {
-        let sql = format!(
-            "WITH page AS (SELECT * FROM orders WHERE idempotency_key = $1) {SELECT_ORDERS}"
-        );
-        let conn = db::checkout(&self.pool).await?;
-        let rows = conn.query_typed(&sql, &[(&key, Type::TEXT)]).await?;
+        let mut conn = db::checkout(&self.pool).await?;
+        let rows = conn
+            .query_prepared(&GET_BY_IDEMPOTENCY_KEY, &[&key])
+            .await?;
         rows.first().map(order_from_row).transpose()
     }
 
@@ -501,32 +572,16 @@ impl Store {
         cursor: Option<Cursor>,
     ) -> Result<Vec<Order>, StoreError> {
         let limit = i64::from(limit);
-        let conn = db::checkout(&self.pool).await?;
+        let mut conn = db::checkout(&self.pool).await?;
         let rows = match cursor {
             None => {
-                let sql = format!(
-                    "WITH page AS (SELECT * FROM orders WHERE user_id = $1
-                        ORDER BY created_at DESC, order_id DESC LIMIT $2) {SELECT_ORDERS}"
-                );
-                conn.query_typed(&sql, &[(&user_id, Type::TEXT), (&limit, Type::INT8)])
+                conn.query_prepared(&LIST_FIRST_PAGE, &[&user_id, &limit])
                     .await?
             }
             Some(cursor) => {
-                let sql = format!(
-                    "WITH page AS (SELECT * FROM orders WHERE user_id = $1
-                        AND (created_at, order_id) < ($3, $4)
-                        ORDER BY created_at DESC, order_id DESC LIMIT $2) {SELECT_ORDERS}"
-                );
-                conn.query_typed(
-                    &sql,
-                    &[
-                        (&user_id, Type::TEXT),
-                        (&limit, Type::INT8),
-                        (&cursor.created_at, Type::TIMESTAMPTZ),
-                        (&cursor.order_id, Type::UUID),
-                    ],
-                )
-                .await?
+                let params: [&(dyn ToSql + Sync); 4] =
+                    [&user_id, &limit, &cursor.created_at, &cursor.order_id];
+                conn.query_prepared(&LIST_AFTER_CURSOR, &params).await?
             }
         };
         rows.iter().map(order_from_row).collect()

@@ -180,6 +180,65 @@ async fn the_pool_replaces_a_broken_connection() {
 }
 
 #[tokio::test]
+async fn a_statement_is_prepared_once_per_pooled_session() {
+    const DOUBLE: db::Sql = db::Sql {
+        text: "SELECT $1::int8 * 2",
+        types: &[tokio_postgres::types::Type::INT8],
+    };
+    let mut settings = settings(SslMode::VerifyFull);
+    settings.pool_max_size = 1;
+    let pool = Database::new(&settings, "db-test").unwrap().pool();
+    for n in 1..=3_i64 {
+        let mut conn = db::checkout(&pool).await.unwrap();
+        let rows = conn.query_prepared(&DOUBLE, &[&n]).await.unwrap();
+        assert_eq!(rows[0].get::<_, i64>(0), n * 2);
+    }
+    let conn = db::checkout(&pool).await.unwrap();
+    let prepared: Vec<String> = conn
+        // Unnamed (query_typed), so this query is not listed itself.
+        .query_typed("SELECT statement FROM pg_prepared_statements", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(prepared, vec![DOUBLE.text.to_owned()]);
+}
+
+#[tokio::test]
+async fn a_prepared_statement_outlives_a_change_of_its_table() {
+    const ALL: db::Sql = db::Sql {
+        text: "SELECT * FROM prepared_then_altered",
+        types: &[],
+    };
+    let mut settings = settings(SslMode::VerifyFull);
+    settings.pool_max_size = 1;
+    let database = Database::new(&settings, "db-test").unwrap();
+    let admin = database.connect().await.unwrap();
+    admin
+        .batch_execute(
+            "DROP TABLE IF EXISTS prepared_then_altered;
+             CREATE TABLE prepared_then_altered (a int);
+             INSERT INTO prepared_then_altered VALUES (1)",
+        )
+        .await
+        .unwrap();
+    let pool = database.pool();
+    let mut conn = db::checkout(&pool).await.unwrap();
+    assert_eq!(conn.query_prepared(&ALL, &[]).await.unwrap()[0].len(), 1);
+    // The prepared plan's result type is now wrong: PostgreSQL refuses it
+    // ("cached plan must not change result type"); the connection prepares
+    // the statement again.
+    admin
+        .batch_execute("ALTER TABLE prepared_then_altered ADD COLUMN b text DEFAULT 'x'")
+        .await
+        .unwrap();
+    let rows = conn.query_prepared(&ALL, &[]).await.unwrap();
+    assert_eq!(rows[0].len(), 2);
+    assert_eq!(rows[0].get::<_, &str>("b"), "x");
+}
+
+#[tokio::test]
 async fn a_server_that_comes_up_late_is_waited_for() {
     let cluster = PgCluster::init().unwrap();
     let mut settings = cluster.superuser_settings("postgres");

@@ -133,9 +133,10 @@ impl std::ops::Add for Counters {
 
 impl Counters {
     /// Client round trips: transactions less the sessions' start-up ones.
-    /// Each statement sent with `query_typed` (Parse, Bind, Execute, Sync
-    /// in one flight) and each empty query is one round trip and one
-    /// transaction.
+    /// Each message flight that ends in Sync is one round trip and one
+    /// transaction: a statement (Bind, Execute, Sync once prepared), the
+    /// preparation itself (Parse, Describe, Sync: once per statement and
+    /// pooled connection), an empty query.
     pub fn round_trips(&self) -> i64 {
         self.commits + self.rollbacks - self.sessions
     }

@@ -343,7 +343,7 @@ fn report(bench: &Bench, runs: &[Run], baseline: Counters) -> Report {
         "standins": "in the bench process, zero latency",
         "database": "TLS (verify-full), fsync on, synchronous_commit on",
         "baseline_subtracted": baseline.per_op(1)["raw"],
-        "round_trips": "transactions less session start-ups: each statement checkout sends (query_typed) and each pool validity check (an empty query) is one round trip and one transaction",
+        "round_trips": "transactions less session start-ups: each statement checkout sends and each preparation of a statement (once per statement and pooled connection) is one round trip and one transaction",
     });
 
     let mut table = Table::new(&[

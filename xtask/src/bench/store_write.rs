@@ -2,13 +2,14 @@
 //! ([`Store::create_pending`] then [`Store::finish`], as checkout does for
 //! a successful order) against `pgbench` running the very same two
 //! statements, read from the library, with the same transaction shape (two
-//! autocommit statements per order), protocol (extended, unnamed
-//! statements), TLS, role and concurrency. pgbench's rate is the limit this
-//! machine's PostgreSQL sets for that SQL.
+//! autocommit statements per order), protocol (each statement prepared
+//! once per connection, then bound and executed: `pgbench -M prepared`),
+//! TLS, role and concurrency. pgbench's rate is the limit this machine's
+//! PostgreSQL sets for that SQL.
 //!
-//! A third contender runs the library's SQL through a pool that does not
-//! ping a connection each time it is borrowed: the figure that shows what
-//! that ping costs.
+//! A third contender, for context, is pgbench sending the statements
+//! unprepared (`-M extended`, parsed and planned every time): what the
+//! library's statement cache saves.
 
 use anyhow::{Context as _, bail};
 use orders::db::Database;
@@ -30,11 +31,12 @@ use super::{Bench, perf, say};
 enum Tool {
     /// `orders::store::Store` over the library's pool.
     Library,
-    /// pgbench with the same statements.
-    Pgbench,
     /// pgbench with the same statements, prepared once per connection
-    /// (`-M prepared`): what skipping parse and plan would give. Context only.
-    PgbenchPrepared,
+    /// (`-M prepared`), as the library does: the reference.
+    Pgbench,
+    /// pgbench with the same statements unprepared (`-M extended`): what
+    /// parsing and planning every statement costs. Context only.
+    PgbenchUnprepared,
 }
 
 impl Tool {
@@ -42,7 +44,7 @@ impl Tool {
         match self {
             Tool::Library => "library",
             Tool::Pgbench => "pgbench",
-            Tool::PgbenchPrepared => "pgbench_prepared",
+            Tool::PgbenchUnprepared => "pgbench_unprepared",
         }
     }
 }
@@ -77,7 +79,7 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Report> {
     let mut runs = Vec::new();
     for &concurrency in &bench.plan.concurrency {
         for round in 0..bench.plan.rounds.max(1) {
-            let mut tools = [Tool::Library, Tool::Pgbench, Tool::PgbenchPrepared];
+            let mut tools = [Tool::Library, Tool::Pgbench, Tool::PgbenchUnprepared];
             if round % 2 == 1 {
                 tools.reverse();
             }
@@ -88,7 +90,7 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Report> {
                     .await?;
                 let before = bench.pg.settled_counters(ORDERS_DB, Role::Checkout).await?;
                 let mut run = match tool {
-                    Tool::Pgbench | Tool::PgbenchPrepared => {
+                    Tool::Pgbench | Tool::PgbenchUnprepared => {
                         pgbench(bench, tool, &script, concurrency).await?
                     }
                     Tool::Library => library(bench, tool, concurrency, round).await?,
@@ -118,7 +120,7 @@ fn pgbench_script() -> String {
     // time goes, the client, random bits.
     const ORDER_ID: &str = "(lpad(to_hex(:seq::int8), 12, '0') || '7' \
         || lpad(to_hex(:client_id::int8), 3, '0') || '8' || lpad(to_hex(:oid_lo::int8), 15, '0'))::uuid";
-    let insert = substitute(store::INSERT_PENDING, |n| match n {
+    let insert = substitute(store::INSERT_PENDING.text, |n| match n {
         1 => ORDER_ID,
         2 => ":user",
         3 => ":email",
@@ -136,7 +138,7 @@ fn pgbench_script() -> String {
         15 => ":quantities",
         _ => ":costs",
     });
-    let finish = substitute(store::FINISH, |n| match n {
+    let finish = substitute(store::FINISH.text, |n| match n {
         1 => ORDER_ID,
         2 => ":status",
         3 => "NULL",
@@ -332,10 +334,10 @@ async fn pgbench(
     concurrency: usize,
 ) -> anyhow::Result<Run> {
     let (_, password) = bench.pg.libpq(ORDERS_DB, Role::Checkout)?;
-    let mode = if tool == Tool::PgbenchPrepared {
-        "prepared"
-    } else {
+    let mode = if tool == Tool::PgbenchUnprepared {
         "extended"
+    } else {
+        "prepared"
     };
     let mut command = Command::new(bench.pg.tool("pgbench"));
     command
@@ -414,9 +416,9 @@ fn report(bench: &Bench, runs: &[Run], script: &Path) -> Report {
     report.config = json!({
         "statements": "orders::store::INSERT_PENDING then orders::store::FINISH (Completed: paid, shipped, completed events), each its own autocommit transaction",
         "order": "2 lines, USD, no idempotency key; the same fixed values on both sides",
-        "library": "orders::store::Store over orders::db pool (size = concurrency), N tokio tasks, query_typed (extended protocol, unnamed statements, 1 round trip each)",
-        "pgbench_prepared": "context only: pgbench -M prepared (each statement parsed and planned once per connection)",
-        "pgbench": "pgbench -n -M extended -c N -j min(2,N), the same statements from a generated script (target/bench/logs/store_write.pgbench); pgbench cannot make a UUID, so the order id is built on the server from a per-client counter, the client id and random bits: increasing like UUIDv7",
+        "library": "orders::store::Store over orders::db pool (size = concurrency), N tokio tasks, each statement prepared once per pooled connection (orders::db::Connection), then 1 round trip each",
+        "pgbench_unprepared": "context only: pgbench -M extended (unnamed statements, each parsed and planned every time)",
+        "pgbench": "pgbench -n -M prepared -c N -j min(2,N), the same statements from a generated script (target/bench/logs/store_write.pgbench); pgbench cannot make a UUID, so the order id is built on the server from a per-client counter, the client id and random bits: increasing like UUIDv7",
         "pgbench_script": script.display().to_string(),
         "role": Role::Checkout.name(),
         "tls": "verify-full for both",
@@ -445,7 +447,7 @@ fn report(bench: &Bench, runs: &[Run], script: &Path) -> Report {
             (!rates.is_empty()).then(|| rates.iter().sum::<f64>() / rates.len() as f64)
         };
         let reference = mean(Tool::Pgbench);
-        for tool in [Tool::Pgbench, Tool::Library, Tool::PgbenchPrepared] {
+        for tool in [Tool::Pgbench, Tool::Library, Tool::PgbenchUnprepared] {
             let these: Vec<&Run> = runs
                 .iter()
                 .filter(|r| r.tool == tool && r.concurrency == concurrency)
