@@ -35,15 +35,18 @@
 //! (it is escaped as `\n`) and never is `\.` (a backslash is `\\`).
 
 use std::io;
+use std::io::Write as _;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use async_compression::tokio::bufread::GzipDecoder;
-use async_compression::tokio::write::GzipEncoder;
 use bytes::Bytes;
+use flate2::Compression;
+use flate2::write::GzEncoder;
 use sha2::{Digest as _, Sha256};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, ReadBuf};
+use tokio::sync::mpsc;
 
 use crate::manifest::{FORMAT, TableEntry};
 
@@ -161,28 +164,51 @@ impl ChunkSink for Vec<u8> {
 
 /// Compressed output is handed to the sink in chunks of about this size.
 const CHUNK: usize = 256 * 1024;
+/// Batches and chunks in flight between the writer and its compressor: with
+/// [`BATCH`] and [`CHUNK`], at most about 1.3 MiB.
+const IN_FLIGHT: usize = 4;
 
 /// Writes an artifact: SQL text in, gzip chunks out to a [`ChunkSink`],
-/// everything tallied. The compressor writes into memory and is drained
-/// after every write, so memory stays at about one chunk.
+/// everything tallied.
+///
+/// Compression is most of a backup's CPU, so it runs on a thread of its own
+/// (like `gzip` in `pg_dump | gzip`) while this side reads the COPY stream
+/// and checksums it. SQL goes over in batches of about [`BATCH`] bytes;
+/// compressed chunks come back and go to the sink. Both channels are
+/// bounded, so memory stays at a few chunks whatever the table size.
 pub struct ArtifactWriter<S: ChunkSink> {
-    encoder: GzipEncoder<Vec<u8>>,
+    /// SQL not yet handed to the compressor.
+    batch: Vec<u8>,
+    /// To the compressor; `None` once finished.
+    to_compressor: Option<mpsc::Sender<Vec<u8>>>,
+    /// Compressed chunks, or the compressor's error, in order.
+    from_compressor: mpsc::Receiver<io::Result<Vec<u8>>>,
     sink: S,
     compressed: Tally,
     sql: Tally,
     table: Option<(String, u64, Sha256)>,
 }
 
+/// What the writer got while waiting to hand over a batch.
+enum Step<'a> {
+    /// Room for the batch.
+    Send(mpsc::Permit<'a, Vec<u8>>),
+    /// A compressed chunk to pass on (`None`: the compressor is gone).
+    Chunk(Option<io::Result<Vec<u8>>>),
+}
+
 impl<S: ChunkSink> ArtifactWriter<S> {
-    /// Compresses into `sink` at gzip `level` (1..=9).
+    /// Compresses into `sink` at gzip `level` (1..=9). Starts the compressor
+    /// on Tokio's blocking pool: call it inside a runtime.
     pub fn new(sink: S, level: u32) -> Self {
-        let level = i32::try_from(level.clamp(1, 9)).unwrap_or(6);
-        let encoder = GzipEncoder::with_quality(
-            Vec::with_capacity(CHUNK),
-            async_compression::Level::Precise(level),
-        );
+        let (to_compressor, input) = mpsc::channel(IN_FLIGHT);
+        let (output, from_compressor) = mpsc::channel(IN_FLIGHT);
+        let level = Compression::new(level.clamp(1, 9));
+        tokio::task::spawn_blocking(move || compress(level, input, output));
         Self {
-            encoder,
+            batch: Vec::with_capacity(BATCH),
+            to_compressor: Some(to_compressor),
+            from_compressor,
             sink,
             compressed: Tally::default(),
             sql: Tally::default(),
@@ -192,21 +218,37 @@ impl<S: ChunkSink> ArtifactWriter<S> {
 
     async fn write(&mut self, data: &[u8]) -> io::Result<()> {
         self.sql.update(data);
-        // Into memory: never waits.
-        self.encoder.write_all(data).await?;
-        if self.encoder.get_ref().len() >= CHUNK {
-            self.drain().await?;
+        self.batch.extend_from_slice(data);
+        if self.batch.len() >= BATCH {
+            self.hand_over().await?;
         }
         Ok(())
     }
 
-    async fn drain(&mut self) -> io::Result<()> {
-        let buffer = std::mem::replace(self.encoder.get_mut(), Vec::with_capacity(CHUNK));
-        if buffer.is_empty() {
-            return Ok(());
+    /// Sends the batch to the compressor, passing compressed chunks on to
+    /// the sink while the compressor has no room (it may be waiting for us
+    /// to take them).
+    async fn hand_over(&mut self) -> io::Result<()> {
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        let to_compressor = self.to_compressor.as_ref().ok_or_else(compressor_gone)?;
+        loop {
+            let step = tokio::select! {
+                permit = to_compressor.reserve() => Step::Send(permit.map_err(|_| compressor_gone())?),
+                chunk = self.from_compressor.recv() => Step::Chunk(chunk),
+            };
+            match step {
+                Step::Send(permit) => {
+                    permit.send(batch);
+                    return Ok(());
+                }
+                Step::Chunk(Some(chunk)) => {
+                    let chunk = chunk?;
+                    self.compressed.update(&chunk);
+                    self.sink.put(Bytes::from(chunk)).await?;
+                }
+                Step::Chunk(None) => return Err(compressor_gone()),
+            }
         }
-        self.compressed.update(&buffer);
-        self.sink.put(Bytes::from(buffer)).await
     }
 
     /// The first lines: what this is, how to restore it, session settings.
@@ -290,8 +332,15 @@ impl<S: ChunkSink> ArtifactWriter<S> {
     pub async fn finish(&mut self) -> io::Result<Digest> {
         self.write(format!("{MARK}commit\nCOMMIT;\n{MARK}end\n").as_bytes())
             .await?;
-        self.encoder.shutdown().await?;
-        self.drain().await?;
+        self.hand_over().await?;
+        // Closing the channel tells the compressor to write the gzip
+        // trailer; it closes its side once everything is sent.
+        self.to_compressor = None;
+        while let Some(chunk) = self.from_compressor.recv().await {
+            let chunk = chunk?;
+            self.compressed.update(&chunk);
+            self.sink.put(Bytes::from(chunk)).await?;
+        }
         Ok(Digest {
             artifact: self.compressed.clone(),
             sql: self.sql.clone(),
@@ -307,6 +356,35 @@ impl<S: ChunkSink> ArtifactWriter<S> {
     pub fn into_sink(self) -> S {
         self.sink
     }
+}
+
+/// The compressor thread: SQL batches in, gzip chunks of about [`CHUNK`]
+/// bytes out, then the rest and the trailer once the input closes. Stops
+/// early when the writer is gone (an aborted backup).
+fn compress(
+    level: Compression,
+    mut input: mpsc::Receiver<Vec<u8>>,
+    output: mpsc::Sender<io::Result<Vec<u8>>>,
+) {
+    let mut encoder = GzEncoder::new(Vec::with_capacity(CHUNK + BATCH), level);
+    while let Some(batch) = input.blocking_recv() {
+        // Into memory: fails only if zlib does.
+        if let Err(error) = encoder.write_all(&batch) {
+            let _ = output.blocking_send(Err(error));
+            return;
+        }
+        if encoder.get_ref().len() >= CHUNK {
+            let chunk = std::mem::replace(encoder.get_mut(), Vec::with_capacity(CHUNK + BATCH));
+            if output.blocking_send(Ok(chunk)).is_err() {
+                return;
+            }
+        }
+    }
+    let _ = output.blocking_send(encoder.finish());
+}
+
+fn compressor_gone() -> io::Error {
+    io::Error::other("the compressor stopped")
 }
 
 /// Rows in COPY text data: one per newline.
@@ -752,10 +830,9 @@ mod tests {
 
     #[tokio::test]
     async fn sql_that_is_not_an_artifact_is_malformed() {
-        let mut encoder = GzipEncoder::new(Vec::new());
-        encoder.write_all(b"SELECT 1;\n").await.unwrap();
-        encoder.shutdown().await.unwrap();
-        let error = events(&encoder.into_inner()).await.unwrap_err();
+        let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
+        encoder.write_all(b"SELECT 1;\n").unwrap();
+        let error = events(&encoder.finish().unwrap()).await.unwrap_err();
         assert!(
             matches!(error, ArchiveError::Malformed { line: 1, .. }),
             "{error}"
