@@ -544,7 +544,7 @@ fn report(bench: &Bench, runs: &[Run], baseline: Counters) -> Report {
         );
         if round_trips - statements > 0.5 {
             target = target.note(format!(
-                "{:.2} of them per order are the pool's validity check (bb8 test_on_check_out sends an empty query each time a connection is borrowed)",
+                "{:.2} of them per order are not statements (pool validity checks or statement preparations; orders::db prepares each statement once per connection)",
                 round_trips - statements
             ));
         }
