@@ -8,13 +8,15 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Deref;
+use std::pin::pin;
 use std::time::Duration;
 
 use bb8_postgres::PostgresConnectionManager;
+use futures_util::TryStreamExt as _;
 use secrecy::ExposeSecret;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Row, Statement};
+use tokio_postgres::{Row, RowStream, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::{DatabaseSettings, SslMode};
@@ -100,14 +102,7 @@ impl Connection {
         sql: &Sql,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, tokio_postgres::Error> {
-        let statement = self.statement(sql).await?;
-        match self.client.query(&statement, params).await {
-            Err(error) if is_stale_plan(&error) => {
-                let statement = self.prepare_again(sql).await?;
-                self.client.query(&statement, params).await
-            }
-            result => result,
-        }
+        self.send(sql, params).await?.try_collect().await
     }
 
     /// Runs `sql` with `params` and returns the number of rows it affected.
@@ -116,19 +111,35 @@ impl Connection {
         sql: &Sql,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, tokio_postgres::Error> {
+        let rows = self.send(sql, params).await?;
+        let mut rows = pin!(rows);
+        while rows.try_next().await?.is_some() {}
+        Ok(rows.rows_affected().unwrap_or(0))
+    }
+
+    /// Binds and executes `sql`, preparing it first if this session has not.
+    /// PostgreSQL checks a prepared plan at Bind, so a stale one fails here,
+    /// before any row is read.
+    async fn send(
+        &mut self,
+        sql: &Sql,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<RowStream, tokio_postgres::Error> {
         let statement = self.statement(sql).await?;
-        match self.client.execute(&statement, params).await {
+        match self
+            .client
+            .query_raw(&statement, params.iter().copied())
+            .await
+        {
             Err(error) if is_stale_plan(&error) => {
-                let statement = self.prepare_again(sql).await?;
-                self.client.execute(&statement, params).await
+                self.prepared.remove(sql.text);
+                let statement = self.statement(sql).await?;
+                self.client
+                    .query_raw(&statement, params.iter().copied())
+                    .await
             }
             result => result,
         }
-    }
-
-    async fn prepare_again(&mut self, sql: &Sql) -> Result<Statement, tokio_postgres::Error> {
-        self.prepared.remove(sql.text);
-        self.statement(sql).await
     }
 
     async fn statement(&mut self, sql: &Sql) -> Result<Statement, tokio_postgres::Error> {
